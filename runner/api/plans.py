@@ -360,13 +360,13 @@ def plan_model_for(job_type: str) -> type[BasePlan]:
     return PLAN_MODELS.get(job_type, EmptyPlan)
 
 
-def decode_plan(job_type: str, text: str | bytes | None) -> BasePlan:
+def decode_plan(job_type: str, text: str | bytes | None, model: type[BasePlan] | None = None) -> BasePlan:
     """Decode the text body of ``GET …/plan`` into the plan model of ``job_type``.
 
     An empty body decodes to the model's defaults (jobs without a plan); anything that is not
     a JSON object, or does not fit the model, raises ``PlanError`` with a message that says where.
     """
-    model = plan_model_for(job_type)
+    model = model or plan_model_for(job_type)
     if text is None or (isinstance(text, str | bytes) and not text.strip()):
         return model()
     try:

@@ -1,0 +1,237 @@
+"""The ``runner`` command line: ``run | exec | local | controlplane | jobs | version``.
+
+``run`` is the daemon and imports nothing of the control plane; ``exec`` and ``local`` start the
+embedded control plane in the same process (loaded lazily, so the daemon stays small), and
+``controlplane`` / ``jobs`` come from ``controlplane.cli``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import click
+
+from runner import __version__
+from runner.config import ConfigError, load_config
+
+CONFIG_ERROR_EXIT = 2
+
+
+class LazyGroup(click.Group):
+    """Sub-commands whose modules load on first use (the control plane pulls in uvicorn)."""
+
+    lazy: dict[str, tuple[str, str]] = {
+        "controlplane": ("controlplane.cli", "controlplane_command"),
+        "jobs": ("controlplane.cli", "jobs_group"),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            import importlib
+
+            module_name, attr = self.lazy[cmd_name]
+            command = getattr(importlib.import_module(module_name), attr)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+def _fail_config(exc: ConfigError) -> None:
+    click.echo(f"runner: configuration error: {exc}", err=True)
+    sys.exit(CONFIG_ERROR_EXIT)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="runner")
+def cli() -> None:
+    """byoc-runner: runs jobs of a Nuon-compatible control plane in your own cloud account."""
+
+
+@cli.command()
+def version() -> None:
+    """Print the runner version."""
+    click.echo(__version__)
+
+
+# ----------------------------------------------------------------------------- run
+
+_RUN_FLAGS: list[tuple[str, str, type[Any] | None, str]] = [
+    ("--runner-id", "runner_id", str, "RUNNER_ID"),
+    ("--api-url", "api_url", str, "RUNNER_API_URL"),
+    ("--state-dir", "state_dir", str, "RUNNER_STATE_DIR"),
+    ("--groups", "groups", str, "RUNNER_GROUPS: comma-separated groups (overrides settings)"),
+    ("--concurrency", "concurrency", str, "RUNNER_CONCURRENCY: per group, e.g. build=2,deploy=1"),
+    ("--max-concurrency", "max_concurrency", str, "RUNNER_MAX_CONCURRENCY: jobs at once over all groups"),
+    ("--drain-grace", "drain_grace", str, "RUNNER_DRAIN_GRACE: seconds running jobs get on SIGTERM"),
+    (
+        "--health-addr",
+        "health_addr",
+        str,
+        "RUNNER_HEALTH_ADDR: host:port of /healthz /readyz /metrics, or off",
+    ),
+    ("--log-level", "log_level", str, "RUNNER_LOG_LEVEL: overrides settings.logging_level"),
+    ("--process", "process", str, "RUNNER_PROCESS: the heartbeat 'process' value"),
+]
+
+
+def _run_options(func: Any) -> Any:
+    for flag, dest, typ, help_text in reversed(_RUN_FLAGS):
+        func = click.option(flag, dest, type=typ, default=None, help=help_text)(func)
+    func = click.option(
+        "--log-format",
+        "log_format",
+        type=click.Choice(["json", "console"]),
+        default=None,
+        help="RUNNER_LOG_FORMAT",
+    )(func)
+    func = click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="TOML, YAML or JSON file with the same keys (lower case, no RUNNER_ prefix)",
+    )(func)
+    return func
+
+
+@cli.command()
+@_run_options
+def run(config_file: Path | None, **flags: Any) -> None:
+    """Run the runner daemon (the API token comes from RUNNER_API_TOKEN, never a flag)."""
+    from runner import logging_setup
+    from runner.daemon import Daemon
+    from runner.journal import StateDirLocked
+
+    try:
+        config = load_config(flags=flags, config_file=config_file)
+    except ConfigError as exc:
+        _fail_config(exc)
+        return
+    logging_setup.configure_logging(config.log_format, config.log_level or "INFO")
+    try:
+        code = anyio.run(Daemon(config).run)
+    except StateDirLocked as exc:
+        click.echo(f"runner: {exc}", err=True)
+        sys.exit(CONFIG_ERROR_EXIT)
+    sys.exit(code)
+
+
+# ----------------------------------------------------------------------------- exec / local
+
+
+@cli.command(name="exec")
+@click.option("--type", "job_type", required=True, help="Job type, e.g. terraform-deploy")
+@click.option(
+    "--plan",
+    "plan_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Plan JSON file ('-' for stdin)",
+)
+@click.option(
+    "--operation", default=None, help="create-apply-plan | create-teardown-plan | apply-plan | exec | build"
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the in-process control plane keeps its data (shared by consecutive runs)",
+)
+@click.option(
+    "--result-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the execution's stored result (JSON) to this file",
+)
+@click.option(
+    "--apply-plan",
+    "apply_plan_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A --result-out file of a plan job: fills the plan's apply_plan_contents",
+)
+@click.option("--timeout", "timeout", type=float, default=None, help="Execution timeout in seconds")
+@click.option("--owner-id", default=None, help="The job's owner id (builds tag their artifact with it)")
+@click.option("--log-format", type=click.Choice(["json", "console"]), default="console")
+def exec_(
+    job_type: str,
+    plan_file: Path | None,
+    operation: str | None,
+    state_dir: Path | None,
+    result_out: Path | None,
+    apply_plan_file: Path | None,
+    timeout: float | None,
+    owner_id: str | None,
+    log_format: str,
+) -> None:
+    """Run one job with no remote control plane; outputs as JSON on stdout."""
+    from runner.local import ExecRequest, run_exec
+
+    request = ExecRequest(
+        job_type=job_type,
+        plan_file=plan_file,
+        operation=operation,
+        state_dir=state_dir,
+        result_out=result_out,
+        apply_plan_file=apply_plan_file,
+        timeout=timeout,
+        owner_id=owner_id,
+        log_format=log_format,
+    )
+    try:
+        code = anyio.run(run_exec, request)
+    except ConfigError as exc:
+        _fail_config(exc)
+        return
+    sys.exit(code)
+
+
+@cli.command()
+@click.option("--demo", is_flag=True, help="Submit a small set of jobs, show their progress, exit when done")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=0, help="Control plane port (0 = any free port)")
+@click.option("--health-addr", default="127.0.0.1:0", show_default=True)
+@click.option("--concurrency", default=None, help="Per group, e.g. build=2,deploy=1")
+@click.option("--log-format", type=click.Choice(["json", "console"]), default="console")
+def local(
+    demo: bool,
+    state_dir: Path | None,
+    host: str,
+    port: int,
+    health_addr: str,
+    concurrency: str | None,
+    log_format: str,
+) -> None:
+    """Embedded control plane plus one runner in this process (sandbox-friendly local mode)."""
+    from runner.local import LocalRequest, run_local
+
+    request = LocalRequest(
+        demo=demo,
+        state_dir=state_dir,
+        host=host,
+        port=port,
+        health_addr=health_addr,
+        concurrency=concurrency,
+        log_format=log_format,
+    )
+    try:
+        code = anyio.run(run_local, request)
+    except ConfigError as exc:
+        _fail_config(exc)
+        return
+    sys.exit(code)
+
+
+def main() -> None:
+    cli(prog_name="runner")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,551 @@
+"""THE job pipeline: one claimed execution, from ``pending`` to a terminal status.
+
+The state machine, in one place::
+
+    pending --fetching/prepare--> initializing --execute/outputs--> in-progress
+            --cleanup--> cleaning-up --> finished
+    any running status --> failed | timed-out | cancelled
+
+``PIPELINE`` lists the steps and the execution status each one runs under; ``StatusReporter``
+PATCHes a status only when it changes and only along ``EXECUTION_TRANSITIONS`` (the table the
+control plane enforces too). ``classify`` turns "what went wrong" into the terminal status,
+error code and message; it is a plain function so every path is unit-testable.
+
+Guarantees, each one a bug of the reference runner fixed:
+* ``cleanup`` always runs, after a failure in any step and after a cancellation;
+* outputs and the result are written before ``finished``; a failure writes a result the server
+  keeps (``contents`` is set) with the error code, step, handler and message;
+* the job's records are flushed before the final status (losses are counted in the result);
+* the final report runs in a shielded scope with its own deadline and retries, so a cancelled
+  or timed-out job still reports ``cancelled`` / ``timed-out``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import structlog
+
+from runner.api.client import APIError, Conflict, RetryPolicy, RunnerClient, Unauthorized, with_retries
+from runner.api.models import (
+    EXECUTION_TRANSITIONS,
+    ErrorCode,
+    ExecutionStatus,
+    ResultRequest,
+    RunnerGroupSettings,
+    RunnerJob,
+    RunnerJobExecution,
+    is_legal_transition,
+)
+from runner.api.plans import BasePlan, PlanError, decode_plan
+from runner.config import Config
+from runner.handler import Handler, HandlerError, HandlerRegistry, JobContext, RunnerControl
+from runner.journal import Journal, JournalEntry
+from runner.logs import DeliveryReport, JobLogStream, LogPipeline
+from runner.metrics import RunnerMetrics
+from runner.process import JobProcessRunner
+from runner.redact import Redactor
+from runner.workspace import Workspaces
+
+log = structlog.get_logger("runner.executor")
+
+STEP_ATTR = "runner_job_execution_step.name"
+
+#: The steps of a job and the execution status each one runs under.
+PIPELINE: tuple[tuple[str, ExecutionStatus], ...] = (
+    ("fetching", ExecutionStatus.INITIALIZING),
+    ("prepare", ExecutionStatus.INITIALIZING),
+    ("execute", ExecutionStatus.IN_PROGRESS),
+    ("outputs", ExecutionStatus.IN_PROGRESS),
+    ("cleanup", ExecutionStatus.CLEANING_UP),
+)
+
+#: How long the finalisation (cleanup after an abort, log flush, result, final status) may take.
+FINAL_REPORT_SECONDS = 120.0
+CLEANUP_AFTER_ABORT_SECONDS = 60.0
+LOG_FLUSH_SECONDS = 30.0
+
+
+class AbortReason(enum.StrEnum):
+    """Why the work scope of a job was cancelled from outside the handler."""
+
+    SERVER_CANCELLED = "cancelled"  # the job was cancelled on the control plane
+    SERVER_TIMED_OUT = "timed-out"  # the control plane timed the job out
+    SERVER_FAILED = "failed"  # the control plane failed the job (e.g. runner offline)
+    SHUTDOWN = "shutdown"  # the runner is shutting down (drain grace over)
+
+
+@dataclass(frozen=True)
+class Failure:
+    status: ExecutionStatus
+    code: ErrorCode
+    step: str
+    message: str
+    details: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: ExecutionStatus
+    failure: Failure | None = None
+    logs: DeliveryReport | None = None
+    reported: bool = True
+
+
+def classify(
+    *,
+    step: str,
+    error: BaseException | None,
+    abort: AbortReason | None,
+    deadline_hit: bool,
+    handler_name: str,
+) -> Failure:
+    """The terminal status, code and message for a job that did not finish."""
+    if deadline_hit:
+        return Failure(ExecutionStatus.TIMED_OUT, ErrorCode.TIMED_OUT, step, "execution timeout reached")
+    if abort is AbortReason.SERVER_CANCELLED:
+        return Failure(ExecutionStatus.CANCELLED, ErrorCode.CANCELLED, step, "job was cancelled")
+    if abort is AbortReason.SERVER_TIMED_OUT:
+        return Failure(
+            ExecutionStatus.TIMED_OUT, ErrorCode.TIMED_OUT, step, "job timed out on the control plane"
+        )
+    if abort is AbortReason.SERVER_FAILED:
+        return Failure(
+            ExecutionStatus.FAILED, ErrorCode.CANCELLED, step, "job was failed by the control plane"
+        )
+    if abort is AbortReason.SHUTDOWN:
+        return Failure(
+            ExecutionStatus.FAILED, ErrorCode.CANCELLED, step, "runner shut down before the job finished"
+        )
+    if isinstance(error, PlanError):
+        return Failure(ExecutionStatus.FAILED, ErrorCode.INVALID_PLAN, step, f"invalid plan: {error}")
+    if isinstance(error, HandlerError):
+        return Failure(ExecutionStatus.FAILED, error.code, step, str(error), dict(error.details))
+    if error is not None:
+        summary = f"{type(error).__name__}: {error}"
+        tb = "".join(traceback.format_exception(error, limit=-8))
+        return Failure(
+            ExecutionStatus.FAILED,
+            ErrorCode.INTERNAL,
+            step,
+            f"{handler_name} raised {summary}",
+            {"traceback": tb[-4000:]},
+        )
+    return Failure(ExecutionStatus.FAILED, ErrorCode.INTERNAL, step, "job ended without an outcome")
+
+
+def failure_result(failure: Failure, *, job: RunnerJob, handler_name: str, logs_lost: int) -> ResultRequest:
+    """A failure result the server keeps: the reference server drops results without contents."""
+    metadata: dict[str, str | None] = {
+        "step": failure.step,
+        "handler": handler_name,
+        "job_type": job.type,
+        "message": failure.message,
+        "status": failure.status.value,
+    }
+    metadata.update(failure.details)
+    if logs_lost:
+        metadata["logs_lost"] = str(logs_lost)
+    return ResultRequest(
+        success=False,
+        error_code=int(failure.code),
+        error_metadata=metadata,
+        contents=json.dumps({"error": failure.message, "error_code": int(failure.code), **metadata}),
+    )
+
+
+class StatusReporter:
+    """PATCHes the execution status on transitions only, along the legal transition table."""
+
+    def __init__(self, api: RunnerClient, job_id: str, execution_id: str, journal: Journal) -> None:
+        self.api = api
+        self.job_id = job_id
+        self.execution_id = execution_id
+        self.journal = journal
+        self.current = ExecutionStatus.PENDING
+        self.sent: list[ExecutionStatus] = []
+
+    async def move_to(self, status: ExecutionStatus) -> None:
+        if status == self.current:
+            return
+        if not is_legal_transition(self.current, status):
+            allowed = ", ".join(sorted(s.value for s in EXECUTION_TRANSITIONS[self.current]))
+            raise RuntimeError(
+                f"illegal execution transition {self.current} -> {status} (allowed: {allowed})"
+            )
+        await self.api.update_execution(self.job_id, self.execution_id, status)
+        self.current = status
+        self.sent.append(status)
+        self.journal.update_status(self.execution_id, status.value)
+
+    async def final(self, status: ExecutionStatus, *, deadline: float) -> bool:
+        """Report a terminal status, retrying until ``deadline``; True when the server has it.
+
+        A 409 means the server already holds a terminal status for this execution (it cancelled
+        or timed it out itself): that is an answer too, not a failure to report.
+        """
+        if status == self.current:
+            return True
+
+        async def send() -> None:
+            await self.api.update_execution(
+                self.job_id, self.execution_id, status, retry=RetryPolicy(attempts=1), timeout=10.0
+            )
+
+        try:
+            await with_retries(send, deadline=deadline)
+        except Conflict:
+            log.info("execution already terminal on the server", execution_id=self.execution_id)
+            self.current = status
+            return True
+        except (APIError, Unauthorized, Exception) as exc:  # noqa: BLE001 - reported, journal keeps it
+            log.error(
+                "could not report final status",
+                execution_id=self.execution_id,
+                status=status.value,
+                error=str(exc),
+            )
+            return False
+        self.current = status
+        self.sent.append(status)
+        return True
+
+
+@dataclass
+class ExecutorDeps:
+    """Everything long-lived a job run needs, owned by the daemon."""
+
+    config: Config
+    api: RunnerClient
+    registry: HandlerRegistry
+    logs: LogPipeline
+    workspaces: Workspaces
+    journal: Journal
+    metrics: RunnerMetrics
+    runner_secrets: Redactor
+    settings: Callable[[], RunnerGroupSettings]
+    control_for: Callable[[str], RunnerControl]
+    sandbox_handler: type[Handler] | None = None
+
+
+class JobRun:
+    """One claimed execution, run through ``PIPELINE``."""
+
+    def __init__(self, deps: ExecutorDeps, job: RunnerJob, execution: RunnerJobExecution, group: str) -> None:
+        self.deps = deps
+        self.job = job
+        self.execution = execution
+        self.group = group
+        self.abort_reason: AbortReason | None = None
+        self._work_scope: anyio.CancelScope | None = None
+        self._handler: Handler | None = None
+        self._ctx: JobContext | None = None
+        self.reporter = StatusReporter(deps.api, job.id, execution.id, deps.journal)
+        self.step = "claimed"
+        self.done = anyio.Event()
+        self.outcome: Outcome | None = None
+
+    @property
+    def execution_id(self) -> str:
+        return self.execution.id
+
+    # ------------------------------------------------------------------ control from outside
+    def abort(self, reason: AbortReason) -> None:
+        """Stop the job: the first reason wins; the handler gets a graceful ``cancel`` first."""
+        if self.abort_reason is None:
+            self.abort_reason = reason
+        if self._work_scope is not None:
+            self._work_scope.cancel()
+
+    def _choose_handler(self) -> type[Handler]:
+        settings = self.deps.settings()
+        if settings.sandbox_mode and self.job.type != "shut-down" and self.deps.sandbox_handler is not None:
+            return self.deps.sandbox_handler
+        handler_cls = self.deps.registry.get(self.job.type)
+        if handler_cls is None:  # the poller never claims these; a registry change could race it
+            raise HandlerError(f"no handler for job type {self.job.type!r}", code=ErrorCode.UNSUPPORTED_JOB)
+        return handler_cls
+
+    # ------------------------------------------------------------------ the run
+    async def run(self) -> Outcome:
+        deps = self.deps
+        job = self.job
+        started = time.monotonic()
+        spool_key = self.execution_id
+        deps.journal.record_claim(
+            JournalEntry(
+                execution_id=self.execution_id,
+                job_id=job.id,
+                job_type=job.type,
+                group=self.group,
+                log_stream_id=job.log_stream_id,
+                claimed_at=time.time(),
+                pid=_pid(),
+                last_status=ExecutionStatus.PENDING.value,
+                spool_key=spool_key,
+            )
+        )
+        secrets = deps.runner_secrets.child()
+        write_token = job.log_stream.write_token if job.log_stream else None
+        if write_token:
+            secrets.register(write_token)
+        stream: JobLogStream = deps.logs.open_job(
+            log_stream_id=job.log_stream_id,
+            write_token=write_token,
+            attrs={
+                "runner_job.id": job.id,
+                "runner_job.type": job.type,
+                "log_stream.id": job.log_stream_id or "",
+                "runner_job_execution.id": self.execution_id,
+            },
+            redactor=secrets,
+            spool_key=spool_key,
+        )
+        job_log = stream.logger
+        handler_name = job.type
+        failure: Failure | None = None
+        deadline_hit = False
+        timeout = (job.execution_timeout.total_seconds() if job.execution_timeout else 0) or 300.0
+        deadline = anyio.current_time() + timeout
+        processes: JobProcessRunner | None = None
+        ctx: JobContext | None = None
+        handler: Handler | None = None
+        cleanup_done = False
+        deps.metrics.jobs_running.inc(1, self.group)
+        try:
+            try:
+                workspace = deps.workspaces.create(self.execution_id)
+                processes = JobProcessRunner(
+                    job_log, workspace=workspace, default_grace=deps.config.child_grace, secrets=secrets
+                )
+                handler_cls = self._choose_handler()
+                handler_name = handler_cls.__name__
+                handler = handler_cls()
+                self._handler = handler
+                job_log.info(
+                    f"runner {deps.config.runner_id} picked up job {job.id} ({job.type}"
+                    + (f", {job.operation}" if job.operation else "")
+                    + f"), execution {self.execution_id}, handler {handler_name}",
+                )
+            except HandlerError as exc:
+                failure = classify(
+                    step="claimed", error=exc, abort=None, deadline_hit=False, handler_name=handler_name
+                )
+            except Exception as exc:
+                failure = classify(
+                    step="claimed", error=exc, abort=None, deadline_hit=False, handler_name=handler_name
+                )
+
+            if failure is None and handler is not None and processes is not None:
+                ctx = JobContext(
+                    job=job,
+                    execution=self.execution,
+                    plan=BasePlan(),
+                    plan_text="",
+                    workspace=deps.workspaces.path(self.execution_id),
+                    log=job_log,
+                    secrets=secrets,
+                    processes=processes,
+                    api=deps.api,
+                    config=deps.config,
+                    settings=deps.settings(),
+                    control=deps.control_for(self.execution_id),
+                    deadline=deadline,
+                )
+                self._ctx = ctx
+                error: BaseException | None = None
+                with anyio.CancelScope(deadline=deadline) as scope:
+                    self._work_scope = scope
+                    if self.abort_reason is not None:
+                        scope.cancel()
+                    try:
+                        async with anyio.create_task_group() as tg:
+                            tg.start_soon(self._watch_job, scope)
+                            try:
+                                await self._pipeline(ctx, handler, job_log)
+                            finally:
+                                tg.cancel_scope.cancel()
+                        cleanup_done = True
+                    except Exception as exc:
+                        error = exc
+                self._work_scope = None
+                if scope.cancelled_caught or error is not None:
+                    deadline_hit = scope.cancelled_caught and self.abort_reason is None
+                    failure = classify(
+                        step=self.step,
+                        error=error,
+                        abort=self.abort_reason if scope.cancelled_caught else None,
+                        deadline_hit=deadline_hit,
+                        handler_name=handler_name,
+                    )
+                    cleanup_done = False
+        finally:
+            with anyio.CancelScope(shield=True):
+                outcome = await self._finalise(
+                    ctx=ctx,
+                    handler=handler,
+                    handler_name=handler_name,
+                    processes=processes,
+                    stream=stream,
+                    failure=failure,
+                    cleanup_done=cleanup_done,
+                )
+                deps.metrics.jobs_running.inc(-1, self.group)
+                deps.metrics.jobs.inc(1, job.type, outcome.status.value)
+                log.info(
+                    "job done",
+                    job_id=job.id,
+                    execution_id=self.execution_id,
+                    type=job.type,
+                    status=outcome.status.value,
+                    seconds=round(time.monotonic() - started, 3),
+                    error=outcome.failure.message if outcome.failure else None,
+                )
+                self.outcome = outcome
+                self.done.set()
+        return outcome
+
+    async def _pipeline(self, ctx: JobContext, handler: Handler, job_log: Any) -> None:
+        """Run every step of ``PIPELINE`` under its execution status."""
+        metrics = self.deps.metrics
+        for step, status in PIPELINE:
+            self.step = step
+            ctx.log = job_log.bind(**{STEP_ATTR: step})
+            await self.reporter.move_to(status)
+            began = time.monotonic()
+            if step == "fetching":
+                await self._fetch_plan(ctx, handler)
+            elif step == "prepare":
+                await handler.prepare(ctx)
+            elif step == "execute":
+                await handler.execute(ctx)
+            elif step == "outputs":
+                await self.deps.api.post_outputs(self.job.id, self.execution_id, ctx.outputs or {})
+            elif step == "cleanup":
+                await handler.cleanup(ctx)
+            metrics.step_seconds.observe(time.monotonic() - began, self.job.type, step)
+
+    async def _fetch_plan(self, ctx: JobContext, handler: Handler) -> None:
+        model_owner = type(handler)
+        if not model_owner.needs_plan:
+            ctx.plan = model_owner.plan_model_for(self.job.type)()
+            return
+        text = await self.deps.api.get_plan(self.job.id)
+        ctx.plan_text = text
+        ctx.plan = decode_plan(self.job.type, text, model_owner.plan_model_for(self.job.type))
+        ops = model_owner.operations
+        if ops and (self.job.operation or "") not in ops:
+            raise HandlerError(
+                f"operation {self.job.operation or '(none)'!r} is not supported by {self.job.type} "
+                f"(supported: {', '.join(sorted(ops))})",
+                code=ErrorCode.INVALID_PLAN,
+            )
+
+    async def _watch_job(self, scope: anyio.CancelScope) -> None:
+        """Read the job about once a second; abort the work when the server gave up on it."""
+        interval = self.deps.config.cancel_poll_interval
+        while True:
+            await anyio.sleep(interval)
+            try:
+                job = await self.deps.api.get_job(self.job.id, timeout=5.0)
+            except Exception as exc:  # noqa: BLE001 - a missed read is retried next tick
+                log.debug("job status read failed", job_id=self.job.id, error=str(exc))
+                continue
+            reason = {
+                "cancelled": AbortReason.SERVER_CANCELLED,
+                "timed-out": AbortReason.SERVER_TIMED_OUT,
+                "failed": AbortReason.SERVER_FAILED,
+            }.get(job.status.value)
+            if reason is None:
+                continue
+            if self.abort_reason is None:
+                self.abort_reason = reason
+            await self._graceful_cancel()
+            scope.cancel()
+            return
+
+    async def _graceful_cancel(self) -> None:
+        if self._handler is None or self._ctx is None:
+            return
+        with anyio.move_on_after(self.deps.config.child_grace):
+            try:
+                await self._handler.cancel(self._ctx)
+            except Exception as exc:  # noqa: BLE001 - best effort; the scope is cancelled next
+                log.warning("handler cancel failed", job_id=self.job.id, error=str(exc))
+
+    async def _finalise(
+        self,
+        *,
+        ctx: JobContext | None,
+        handler: Handler | None,
+        handler_name: str,
+        processes: JobProcessRunner | None,
+        stream: JobLogStream,
+        failure: Failure | None,
+        cleanup_done: bool,
+    ) -> Outcome:
+        """Cleanup (if it did not run), logs, result, final status; shielded, own deadlines."""
+        deps = self.deps
+        final_deadline = anyio.current_time() + FINAL_REPORT_SECONDS
+        job_log = stream.logger
+        if failure is not None:
+            job_log.bind(**{STEP_ATTR: failure.step}).error(
+                f"job {failure.status.value}: {failure.message}", error_code=int(failure.code)
+            )
+        if ctx is not None and handler is not None and not cleanup_done:
+            ctx.log = job_log.bind(**{STEP_ATTR: "cleanup"})
+            with anyio.move_on_after(CLEANUP_AFTER_ABORT_SECONDS):
+                try:
+                    await handler.cleanup(ctx)
+                except Exception as exc:  # noqa: BLE001 - cleanup failures are logged, not fatal
+                    ctx.log.warning(f"cleanup failed: {type(exc).__name__}: {exc}")
+        if processes is not None:
+            with anyio.move_on_after(deps.config.child_grace + 5):
+                await processes.terminate_all()
+
+        report = await stream.close(deadline=anyio.current_time() + LOG_FLUSH_SECONDS)
+        deps.metrics.log_records.inc(report.delivered, "shipped")
+        deps.metrics.log_records.inc(report.spooled, "spooled")
+        deps.metrics.log_records.inc(report.lost + report.spooled, "lost")
+        undelivered = report.lost + report.spooled
+
+        status = failure.status if failure else ExecutionStatus.FINISHED
+        if failure is not None:
+            result = failure_result(failure, job=self.job, handler_name=handler_name, logs_lost=undelivered)
+        else:
+            result = (ctx.result if ctx is not None else None) or ResultRequest(success=True)
+            if undelivered:
+                meta = dict(result.error_metadata or {})
+                meta["logs_lost"] = str(undelivered)
+                result = result.model_copy(update={"error_metadata": meta})
+        try:
+            await with_retries(
+                lambda: deps.api.post_result(
+                    self.job.id, self.execution_id, result, retry=RetryPolicy(attempts=1)
+                ),
+                deadline=final_deadline,
+            )
+        except Exception as exc:  # noqa: BLE001 - the status report below is what matters most
+            log.error("could not post result", execution_id=self.execution_id, error=str(exc))
+
+        reported = await self.reporter.final(status, deadline=final_deadline)
+        if reported:
+            deps.journal.close(self.execution_id)
+            try:
+                deps.workspaces.remove(self.execution_id)
+            except OSError as exc:
+                log.warning("could not remove workspace", execution_id=self.execution_id, error=str(exc))
+        return Outcome(status=status, failure=failure, logs=report, reported=reported)
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()

@@ -1,0 +1,423 @@
+"""``runner exec`` and ``runner local``: the embedded control plane and a runner in one process.
+
+Both talk real HTTP over loopback to the embedded control plane, exactly as a remote runner
+would, so what works here works against a real control plane. The control plane keeps its data
+in ``<state-dir>/controlplane`` (terraform state survives between ``runner exec`` runs).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import gzip
+import json
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import structlog
+
+from runner import logging_setup
+from runner.api.models import JOB_TYPE_GROUPS, TERMINAL_JOB_STATUSES, JobStatus
+from runner.config import Config, ConfigError, _parse_concurrency, default_state_dir
+from runner.daemon import Daemon
+
+log = structlog.get_logger("runner.local")
+
+EXIT_BY_STATUS = {"finished": 0, "failed": 1, "timed-out": 124, "cancelled": 130, "not-attempted": 1}
+
+
+class OperatorAPI:
+    """The few operator calls of the embedded control plane that local modes need."""
+
+    def __init__(self, url: str, admin_token: str, runner_id: str) -> None:
+        self.runner_id = runner_id
+        self._http = httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=30.0
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("description") or response.json().get("error")
+            except ValueError:
+                detail = response.text[:300]
+            raise ConfigError(f"control plane refused {method} {path}: HTTP {response.status_code}: {detail}")
+        return response.json() if response.content else None
+
+    async def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+        job = await self._call("POST", f"/v1/runners/{self.runner_id}/jobs", json=body)
+        assert isinstance(job, dict)
+        return job
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        job = await self._call("GET", f"/v1/runner-jobs/{job_id}")
+        assert isinstance(job, dict)
+        return job
+
+    async def cancel(self, job_id: str) -> None:
+        await self._call("POST", f"/v1/runner-jobs/{job_id}/cancel", json={})
+
+    async def executions(self, job_id: str) -> list[dict[str, Any]]:
+        data = await self._call("GET", f"/v1/runner-jobs/{job_id}/executions")
+        return list(data or [])
+
+    async def result(self, job_id: str, execution_id: str) -> dict[str, Any] | None:
+        try:
+            data = await self._call("GET", f"/v1/runner-jobs/{job_id}/executions/{execution_id}/result")
+        except ConfigError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    async def wait_terminal(self, job_id: str, *, poll: float = 0.1) -> dict[str, Any]:
+        while True:
+            job = await self.job(job_id)
+            if job.get("status") in {s.value for s in TERMINAL_JOB_STATUSES}:
+                return job
+            await anyio.sleep(poll)
+
+
+# ----------------------------------------------------------------------------- terminal output
+
+
+def console_tee(prefix: str = "") -> Callable[[Any], None]:
+    """Prints job log records on stderr, one line each."""
+
+    def tee(record: Any) -> None:
+        level = str(getattr(record, "severity_text", "") or "INFO")
+        body = str(getattr(record, "body", ""))
+        attrs = getattr(record, "attributes", {}) or {}
+        step = attrs.get("runner_job_execution_step.name", "") if isinstance(attrs, dict) else ""
+        job = attrs.get("runner_job.id", "") if isinstance(attrs, dict) else ""
+        head = f"{prefix}{job[-8:]}" if job else prefix
+        sys.stderr.write(f"{head} {level:<5} {step:<9} {body}\n")
+
+    return tee
+
+
+# ----------------------------------------------------------------------------- exec
+
+
+@dataclass
+class ExecRequest:
+    job_type: str
+    plan_file: Path | None
+    operation: str | None
+    state_dir: Path | None
+    result_out: Path | None
+    apply_plan_file: Path | None
+    timeout: float | None
+    owner_id: str | None
+    log_format: str = "console"
+
+
+def read_plan(plan_file: Path | None) -> dict[str, Any]:
+    if plan_file is None:
+        return {}
+    try:
+        text = sys.stdin.read() if str(plan_file) == "-" else plan_file.read_text()
+    except OSError as exc:
+        raise ConfigError(f"--plan {plan_file}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--plan {plan_file}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--plan {plan_file}: must be a JSON object")
+    return data
+
+
+def apply_plan_from_result(plan: dict[str, Any], result_file: Path) -> dict[str, Any]:
+    """Fill ``apply_plan_contents``/``apply_plan_display`` from a stored result, as the control
+    plane does for an apply job (runner-api.md §7.5)."""
+    try:
+        result = json.loads(result_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--apply-plan {result_file}: cannot read a result: {exc}") from None
+    if not isinstance(result, dict):
+        raise ConfigError(f"--apply-plan {result_file}: not a result object")
+    contents = result.get("contents_gzip") or result.get("contents")
+    if not contents:
+        raise ConfigError(
+            f"--apply-plan {result_file}: the result holds no plan (was it a plan job that finished?)"
+        )
+    plan = dict(plan)
+    plan["apply_plan_contents"] = contents
+    display = result.get("contents_display_gzip")
+    if display:
+        with contextlib.suppress(ValueError, OSError):
+            plan["apply_plan_display"] = gzip.decompress(base64.b64decode(display)).decode()
+    return plan
+
+
+def _runner_config(state_dir: Path, cp: Any, **overrides: Any) -> Config:
+    creds = cp.credentials
+    values: dict[str, Any] = {
+        "runner_id": creds.runner_id,
+        "api_url": cp.url,
+        "api_token": creds.runner_token,
+        "state_dir": state_dir,
+        "health_addr": None,
+        "drain_grace": 30.0,
+        "settings_refresh_interval": 5.0,
+        "poll_interval": 0.2,
+    }
+    values.update(overrides)
+    return Config(**values)
+
+
+async def run_exec(request: ExecRequest) -> int:
+    from controlplane.server import serve
+
+    logging_setup.configure_logging(request.log_format, "WARN")
+    plan = read_plan(request.plan_file)
+    if request.apply_plan_file is not None:
+        plan = apply_plan_from_result(plan, request.apply_plan_file)
+    group = JOB_TYPE_GROUPS.get(request.job_type)
+    if group is None:
+        raise ConfigError(f"--type {request.job_type!r} is not a known job type")
+    base = request.state_dir or default_state_dir()
+    base.mkdir(parents=True, exist_ok=True)
+    runner_dir = base / "exec-runner"
+    exit_code = 1
+    async with serve(base / "controlplane", host="127.0.0.1", port=0) as cp:
+        operator = OperatorAPI(cp.url, cp.credentials.admin_token, cp.credentials.runner_id)
+        body: dict[str, Any] = {"type": request.job_type, "plan": plan}
+        if request.operation:
+            body["operation"] = request.operation
+        if request.timeout:
+            body["execution_timeout"] = int(request.timeout * 1e9)
+        if request.owner_id:
+            body["owner_id"] = request.owner_id
+        config = _runner_config(runner_dir, cp, groups=(group,))
+        daemon = Daemon(config, log_tee=console_tee(), install_signal_handlers=False)
+        job: dict[str, Any] = {}
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(daemon.run)
+            await daemon.wait_ready()
+            submitted = await operator.submit(body)
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                tg.start_soon(_cancel_on_signal, signals, operator, submitted["id"])
+                job = await operator.wait_terminal(submitted["id"])
+            daemon.request_shutdown(graceful=True, reason="runner exec: job done")
+            tg.cancel_scope.deadline = anyio.current_time() + 60
+        status = str(job.get("status", "unknown"))
+        exit_code = EXIT_BY_STATUS.get(status, 1)
+        executions = await operator.executions(job["id"])
+        result = None
+        if executions:
+            latest = max(executions, key=lambda e: str(e.get("created_at", "")))
+            result = await operator.result(job["id"], str(latest["id"]))
+        if request.result_out is not None:
+            request.result_out.write_text(json.dumps(result or {}, indent=2) + "\n")
+        outputs = job.get("outputs") or {}
+        sys.stdout.write(json.dumps(outputs, indent=2, sort_keys=True) + "\n")
+        if status != "finished":
+            message = ((result or {}).get("error_metadata") or {}).get("message") or job.get(
+                "status_description"
+            )
+            sys.stderr.write(
+                f"runner exec: job {job['id']} {status}" + (f": {message}" if message else "") + "\n"
+            )
+        await operator.aclose()
+    return exit_code
+
+
+async def _cancel_on_signal(signals: Any, operator: OperatorAPI, job_id: str) -> None:
+    async for _ in signals:
+        sys.stderr.write("runner: cancelling the job (press Ctrl-C again to exit at once)\n")
+        with contextlib.suppress(ConfigError):
+            await operator.cancel(job_id)
+        async for _ in signals:
+            raise SystemExit(130)
+
+
+# ----------------------------------------------------------------------------- local
+
+
+@dataclass
+class LocalRequest:
+    demo: bool
+    state_dir: Path | None
+    host: str
+    port: int
+    health_addr: str
+    concurrency: str | None
+    log_format: str = "console"
+
+
+@dataclass
+class DemoJob:
+    title: str
+    body: dict[str, Any]
+    then: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    job: dict[str, Any] = field(default_factory=dict)
+    submitted_at: float = 0.0
+    finished_at: float = 0.0
+
+
+DEMO_MODULE = Path(__file__).with_name("demo") / "terraform"
+
+
+def demo_jobs(state_dir: Path) -> list[DemoJob]:
+    """A short tour: noops in three groups, a health check, and a terraform plan -> apply pair."""
+    jobs = [
+        DemoJob("noop (operations)", {"type": "noop"}),
+        DemoJob("noop-build (build)", {"type": "noop-build"}),
+        DemoJob("noop-sync (sync)", {"type": "noop-sync"}),
+        DemoJob("health-check (operations)", {"type": "health-check"}),
+    ]
+    if shutil.which("terraform") and DEMO_MODULE.is_dir():
+        workspace = "tfwdemo0000000000000000000"
+        tf_plan = {
+            "local_archive": {"local_archive": str(DEMO_MODULE)},
+            "terraform_backend": {"WorkspaceID": workspace},
+            "vars": {"greeting": "hello from runner local --demo"},
+        }
+
+        def apply_body(plan_job: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "type": "sandbox-terraform",
+                "operation": "apply-plan",
+                "plan": {**tf_plan, "apply_plan_contents": plan_job["_result"].get("contents_gzip", "")},
+            }
+
+        jobs.append(
+            DemoJob(
+                "terraform plan (sandbox)",
+                {"type": "sandbox-terraform", "operation": "create-apply-plan", "plan": tf_plan},
+                then=apply_body,
+            )
+        )
+    return jobs
+
+
+async def run_local(request: LocalRequest) -> int:
+    from controlplane.server import serve
+
+    base = request.state_dir or default_state_dir()
+    base.mkdir(parents=True, exist_ok=True)
+    logging_setup.configure_logging(request.log_format, "WARN" if request.demo else "INFO")
+    concurrency = _parse_concurrency(request.concurrency) if request.concurrency else {}
+    async with serve(base / "controlplane", host=request.host, port=request.port) as cp:
+        config = _runner_config(
+            base / "runner",
+            cp,
+            health_addr=request.health_addr or None,
+            concurrency=concurrency,
+            default_concurrency=2,
+        )
+        tee = None if request.demo else console_tee()
+        daemon = Daemon(config, log_tee=tee, install_signal_handlers=not request.demo)
+        code = 0
+        async with anyio.create_task_group() as tg:
+
+            async def run_daemon() -> None:
+                nonlocal code
+                code = await daemon.run()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(run_daemon)
+            await daemon.wait_ready()
+            creds = cp.credentials
+            if not request.demo:
+                sys.stderr.write(
+                    f"control plane: {cp.url}  runner: {creds.runner_id}\n"
+                    f"submit a job:  RUNNER_API_URL={cp.url} runner jobs submit --type noop --wait "
+                    f"--state-dir {base / 'controlplane'}\n"
+                    "press Ctrl-C to stop\n"
+                )
+                return await _wait_forever(tg, lambda: code)
+            operator = OperatorAPI(cp.url, creds.admin_token, creds.runner_id)
+            try:
+                code = await run_demo(operator, demo_jobs(base))
+            finally:
+                await operator.aclose()
+            daemon.request_shutdown(graceful=True, reason="demo finished")
+    return code
+
+
+async def _wait_forever(tg: Any, code: Callable[[], int]) -> int:
+    await anyio.sleep_forever()
+    return code()  # pragma: no cover - the task group is cancelled by the daemon's exit
+
+
+async def run_demo(operator: OperatorAPI, jobs: list[DemoJob], *, timeout: float = 300.0) -> int:
+    """Submit the demo jobs, show a live table, return 0 when every job finished."""
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    pending: list[DemoJob] = list(jobs)
+    for item in pending:
+        item.job = await operator.submit(item.body)
+        item.submitted_at = time.monotonic()
+
+    def table() -> Table:
+        t = Table(title="runner local --demo", expand=False)
+        for col in ("job", "id", "group", "status", "seconds"):
+            t.add_column(col)
+        for item in pending:
+            job = item.job
+            status = str(job.get("status", "?"))
+            style = {"finished": "green", "failed": "red", "timed-out": "red", "cancelled": "yellow"}.get(
+                status, ""
+            )
+            end = item.finished_at or time.monotonic()
+            t.add_row(
+                item.title,
+                str(job.get("id", "")),
+                str(job.get("group", "")),
+                f"[{style}]{status}[/{style}]" if style else status,
+                f"{end - item.submitted_at:.2f}",
+            )
+        return t
+
+    deadline = time.monotonic() + timeout
+    with Live(table(), console=console, refresh_per_second=8, transient=False) as live:
+        while time.monotonic() < deadline:
+            done = True
+            for item in list(pending):
+                if item.finished_at:
+                    continue
+                item.job = await operator.job(str(item.job["id"]))
+                if item.job.get("status") in {s.value for s in TERMINAL_JOB_STATUSES}:
+                    item.finished_at = time.monotonic()
+                    if item.then is not None and item.job.get("status") == JobStatus.FINISHED.value:
+                        executions = await operator.executions(str(item.job["id"]))
+                        latest = max(executions, key=lambda e: str(e.get("created_at", "")))
+                        item.job["_result"] = (
+                            await operator.result(str(item.job["id"]), str(latest["id"])) or {}
+                        )
+                        follow = DemoJob("terraform apply (sandbox)", item.then(item.job))
+                        follow.job = await operator.submit(follow.body)
+                        follow.submitted_at = time.monotonic()
+                        pending.append(follow)
+                        done = False
+                else:
+                    done = False
+            live.update(table())
+            if done:
+                break
+            await anyio.sleep(0.1)
+    failed = [item for item in pending if item.job.get("status") != JobStatus.FINISHED.value]
+    if failed:
+        for item in failed:
+            console.print(
+                f"[red]{item.title}: {item.job.get('status')} {item.job.get('status_description', '')}"
+            )
+        return 1
+    console.print(f"[green]all {len(pending)} demo jobs finished[/green]")
+    return 0
