@@ -72,6 +72,8 @@ class Config:
     terraform_version: str | None = None
     terraform_mirror_url: str | None = None
     terraform_provider_mirror: Path | None = None
+    #: Extra or replacement handlers without packaging: job type -> "module:Class".
+    handlers: Mapping[str, str] = field(default_factory=dict)
     version: str = __version__
 
     # derived locations ----------------------------------------------------
@@ -129,6 +131,7 @@ ENV_NAMES: dict[str, str] = {
     "terraform_version": "RUNNER_TERRAFORM_VERSION",
     "terraform_mirror_url": "RUNNER_TERRAFORM_MIRROR_URL",
     "terraform_provider_mirror": "RUNNER_TERRAFORM_PROVIDER_MIRROR",
+    "handlers": "RUNNER_HANDLERS",
 }
 #: Compatibility with the reference runner's sandbox variables.
 LEGACY_ENV = {"SANDBOX_JOB_DURATION": "sandbox_job_duration", "LOG_LEVEL": "log_level"}
@@ -193,6 +196,19 @@ def _parse_concurrency(raw: Any) -> dict[str, int]:
     return out
 
 
+def _parse_handlers(raw: Any) -> dict[str, str]:
+    """``type=module:Class,...`` or a mapping."""
+    items = dict(raw) if isinstance(raw, Mapping) else dict(p.partition("=")[::2] for p in _parse_list(raw))
+    out: dict[str, str] = {}
+    for job_type, target in items.items():
+        target = str(target).strip()
+        module, sep, attr = target.partition(":")
+        if not job_type.strip() or not sep or not module or not attr:
+            raise ConfigError(f"{_env_name('handlers')}: {job_type}={target!r} is not TYPE=module:Class")
+        out[job_type.strip()] = target
+    return out
+
+
 def _coerce(key: str, raw: Any) -> Any:
     if key == "groups":
         groups = _parse_list(raw)
@@ -203,6 +219,8 @@ def _coerce(key: str, raw: Any) -> Any:
         return groups or None
     if key == "concurrency":
         return _parse_concurrency(raw)
+    if key == "handlers":
+        return _parse_handlers(raw)
     if key == "insecure_registries":
         return _parse_list(raw)
     if key in ("state_dir", "tools_dir", "terraform_provider_mirror"):

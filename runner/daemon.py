@@ -119,6 +119,8 @@ class Daemon:
     ) -> None:
         self.config = config
         self.registry = registry or HandlerRegistry.from_entry_points()
+        if config.handlers:
+            self.registry.load_overrides(config.handlers)
         self.api = api or RunnerClient(
             config.api_url,
             config.api_token,

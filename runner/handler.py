@@ -243,6 +243,23 @@ class HandlerRegistry:
                 registry.load_errors[ep.name] = f"{ep.value} is not a Handler subclass"
         return registry
 
+    def load_overrides(self, targets: Mapping[str, str]) -> None:
+        """Add or replace handlers from ``{"job-type": "module:Class"}`` (config ``handlers``)."""
+        import importlib
+
+        for job_type, target in targets.items():
+            module_name, _, attr = target.partition(":")
+            try:
+                obj = getattr(importlib.import_module(module_name), attr)
+            except Exception as exc:  # reported like a broken entry point
+                self.load_errors[job_type] = f"{target}: {type(exc).__name__}: {exc}"
+                continue
+            if isinstance(obj, type) and issubclass(obj, Handler):
+                self._handlers[job_type] = obj
+                self.load_errors.pop(job_type, None)
+            else:
+                self.load_errors[job_type] = f"{target} is not a Handler subclass"
+
     def register(self, job_type: str, handler: type[Handler]) -> None:
         self._handlers[job_type] = handler
 
