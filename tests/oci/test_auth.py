@@ -25,7 +25,9 @@ def test_parse_bearer_challenge() -> None:
         "scope": "repository:a/b:pull,push",
     }
     basic = parse_challenge('Basic realm="x"')
-    assert basic is not None and basic.scheme == "basic" and basic.params == {"realm": "x"}
+    assert basic is not None
+    assert basic.scheme == "basic"
+    assert basic.params == {"realm": "x"}
     assert parse_challenge(None) is None
 
 
@@ -36,7 +38,8 @@ async def test_basic_auth_wrong_password_and_anonymous_are_refused(
         with pytest.raises(AuthenticationError) as info:
             await client.get_manifest("test/app", "v1")
     message = str(info.value)
-    assert f"{oci_basic_registry.host}/test/app:v1" in message and "401" in message
+    assert f"{oci_basic_registry.host}/test/app:v1" in message
+    assert "401" in message
     assert "wrong" not in message
     async with RegistryClient(oci_basic_registry.host) as client:
         with pytest.raises(AuthenticationError):

@@ -40,11 +40,14 @@ async def test_single_platform_copy_keeps_digest_and_second_copy_transfers_nothi
         assert sum(p.descriptor.size for p in seen) == first.bytes_copied
 
         again = await copy_image(src, "test/single", "v1", dst, "mirror/single", "d1")
-        assert again.up_to_date and again.blobs_copied == 0 and again.bytes_copied == 0
+        assert again.up_to_date
+        assert again.blobs_copied == 0
+        assert again.bytes_copied == 0
 
         # A new tag of the same image: the manifest is pushed, every blob is already present.
         other = await copy_image(src, "test/single", "v1", dst, "mirror/single", "d2")
-        assert other.blobs_copied == 0 and other.blobs_present == 4
+        assert other.blobs_copied == 0
+        assert other.blobs_present == 4
     oracle = skopeo_raw_digest(f"{oci_basic_registry.host}/mirror/single:d1", creds=f"{USER}:{PASSWORD}")
     assert oracle == pushed.digest
     info = skopeo_inspect(f"{oci_basic_registry.host}/mirror/single:d2", creds=f"{USER}:{PASSWORD}")
@@ -70,14 +73,16 @@ async def test_two_platform_index_copy(
         result = await copy_image(src, repo, "v1", dst, "mirror/" + repo, "v1")
         assert result.manifest.digest == index.digest
         assert result.manifest.media_type == (media.DOCKER_MANIFEST_LIST if docker else media.OCI_INDEX)
-        assert result.blobs_copied == 6 and result.manifests_pushed == 3
+        assert result.blobs_copied == 6
+        assert result.manifests_pushed == 3
         fetched = await dst.get_manifest("mirror/" + repo, "v1")
         assert fetched.digest == index.digest
         for child in index.children:
             got = await dst.get_manifest("mirror/" + repo, child.digest)
             assert got.digest == child.digest
         second = await copy_image(src, repo, "v1", dst, "mirror/" + repo, "v1")
-        assert second.up_to_date and second.bytes_copied == 0
+        assert second.up_to_date
+        assert second.bytes_copied == 0
     assert skopeo_raw_digest(f"{oci_registry_b.host}/mirror/{repo}:v1") == index.digest
     for child in index.children:
         assert skopeo_raw_digest(f"{oci_registry_b.host}/mirror/{repo}@{child.digest}") == child.digest
@@ -87,7 +92,8 @@ async def test_mount_across_repositories_of_one_registry(oci_registry: RegistryS
     async with RegistryClient(oci_registry.host) as src, RegistryClient(oci_registry.host) as dst:
         pushed = await push_random_image(src, "test/mount-src", "v1", [128 * KB, 2 * KB], seed="mount")
         result = await copy_image(src, "test/mount-src", "v1", dst, "test/mount-dst", "v1")
-        assert result.blobs_mounted == 3 and result.blobs_copied == 0
+        assert result.blobs_mounted == 3
+        assert result.blobs_copied == 0
         assert dst.stats["bytes_uploaded"] == 0
     assert skopeo_raw_digest(f"{oci_registry.host}/test/mount-dst:v1") == pushed.digest
 
