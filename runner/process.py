@@ -188,13 +188,27 @@ class _LineSplitter:
         data = self._pending + chunk if self._pending else chunk
         parts = data.split(b"\n")
         rest = parts.pop()
-        lines = [_decode(part) for part in parts]
+        lines: list[str] = []
+        for part in parts:
+            if len(part) > self._max:
+                lines.extend(self._pieces(part))
+            else:
+                lines.append(_decode(part))
         while len(rest) > self._max:
             cut = _utf8_boundary(rest, self._max)
             lines.append(_decode(rest[:cut]))
             rest = rest[cut:]
         self._pending = rest
         return lines
+
+    def _pieces(self, line: bytes) -> list[str]:
+        pieces: list[str] = []
+        while len(line) > self._max:
+            cut = _utf8_boundary(line, self._max)
+            pieces.append(_decode(line[:cut]))
+            line = line[cut:]
+        pieces.append(_decode(line))
+        return pieces
 
     def flush(self) -> list[str]:
         rest, self._pending = self._pending, b""
