@@ -29,7 +29,7 @@ import anyio
 from handlers.oci import media
 from handlers.oci.client import retrying
 from handlers.oci.descriptors import Descriptor, Manifest, sha256_digest
-from handlers.oci.errors import RegistryError
+from handlers.oci.errors import RegistryError, first_error
 from handlers.oci.registry import RegistryTarget
 from runner.handler import JobLog
 
@@ -175,16 +175,12 @@ async def push_directory(
             if log is not None:
                 log.debug(f"artifact: pushed {entry.rel} ({size} bytes)")
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(
-            _ensure_blob,
-            target,
-            Descriptor(media.OCI_EMPTY, media.OCI_EMPTY_DIGEST, len(media.OCI_EMPTY_DATA)),
-            None,
-            media.OCI_EMPTY_DATA,
-        )
-        for index, entry in enumerate(entries):
-            tg.start_soon(push_one, index, entry)
+    with first_error():
+        async with anyio.create_task_group() as tg:
+            empty = Descriptor(media.OCI_EMPTY, media.OCI_EMPTY_DIGEST, len(media.OCI_EMPTY_DATA))
+            tg.start_soon(_ensure_blob, target, empty, None, media.OCI_EMPTY_DATA)
+            for index, entry in enumerate(entries):
+                tg.start_soon(push_one, index, entry)
 
     document: dict[str, object] = {
         "schemaVersion": 2,
@@ -318,9 +314,10 @@ async def pull_directory(
             await retrying(once, attempts=client.retries + 1)
             _install(partial, dest, file_mode(layer.annotations))
 
-    async with anyio.create_task_group() as tg:
-        for layer, rel in plan:
-            tg.start_soon(fetch, layer, rel)
+    with first_error():
+        async with anyio.create_task_group() as tg:
+            for layer, rel in plan:
+                tg.start_soon(fetch, layer, rel)
     files = sorted(rel.as_posix() for _, rel in plan)
     if log is not None:
         log.info(f"{what}: pulled {len(files)} file(s) into {directory}")

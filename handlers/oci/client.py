@@ -300,7 +300,7 @@ class RegistryClient:
             if declared in media.MANIFESTS:
                 media_type = declared
             else:
-                shown = declared or media_type or "none"
+                shown = media_type or declared or "none"
                 raise UnsupportedMediaType(f"{what}: manifest of unsupported media type {shown}")
         manifest = Manifest.from_bytes(data, media_type)
         expected = ref if is_digest(ref) else response.headers.get("docker-content-digest", "")

@@ -26,7 +26,7 @@ import anyio
 from handlers.oci import media
 from handlers.oci.client import RegistryClient, retrying
 from handlers.oci.descriptors import Descriptor, Manifest, Platform
-from handlers.oci.errors import NotFound, RegistryError, UnsupportedMediaType
+from handlers.oci.errors import NotFound, RegistryError, UnsupportedMediaType, first_error
 
 DEFAULT_CONCURRENCY = 8
 
@@ -186,7 +186,8 @@ async def copy_image(
     walker = _GraphCopy(
         src, src_repo, dst, dst_repo, concurrency=concurrency, progress=progress, mount=mount, result=result
     )
-    await walker.node(root)
+    with first_error():
+        await walker.node(root)
     await dst.put_manifest(dst_repo, dst_tag, root)
     result.manifests_pushed += 1
     return result

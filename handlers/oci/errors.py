@@ -6,6 +6,8 @@ went wrong, in words an operator can act on.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from runner.api.models import ErrorCode
@@ -50,3 +52,27 @@ class ConfigurationError(RegistryError):
     """A registry configuration the plan got wrong (unknown type, missing credentials...)."""
 
     code = ErrorCode.INVALID_PLAN
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+@contextmanager
+def first_error() -> Iterator[None]:
+    """Turn an anyio task group's ExceptionGroup back into its first real error.
+
+    Concurrent blob copies fail together (one failure cancels the rest); the job should see
+    the one clear error that started it, not a group. Registry errors win over others.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = [e for e in _leaves(group) if isinstance(e, Exception)]
+        if not leaves:
+            raise
+        preferred = [e for e in leaves if isinstance(e, RegistryError)] or leaves
+        raise preferred[0] from None
