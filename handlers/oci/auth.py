@@ -118,9 +118,9 @@ class Authenticator:
         if challenge is None:
             return False
         if challenge.scheme == "basic":
-            if self.credentials is None or self._mode == "basic":
+            if self.credentials is None or sent == self.credentials.basic_header():
                 return False  # nothing to offer, or what we offered was refused
-            self._mode = "basic"
+            self._mode = "basic"  # (concurrent requests may all learn this at once)
             return True
         if challenge.scheme != "bearer" or not challenge.params.get("realm"):
             return False
