@@ -27,6 +27,7 @@ import secrets as pysecrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
@@ -48,6 +49,25 @@ class _Reply:
     status: int
     body: bytes = b""
     content_type: str = "text/plain; charset=utf-8"
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found.extend(_leaves(exc))
+        else:
+            found.append(exc)
+    return found
+
+
+def _lock_info(body: bytes) -> dict[str, Any]:
+    """A terraform LockInfo JSON body with its keys lower-cased ({} if it is not one)."""
+    try:
+        data = json.loads(body or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return {str(k).lower(): v for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 def _lock_id(body: bytes) -> str:
@@ -81,6 +101,8 @@ class BackendProxy:
         self._held_lock_body = b""
         #: (method, upstream path, status) of every forwarded call, for logs and tests.
         self.calls: list[tuple[str, str, int]] = []
+        #: The holder's lock info (keys lower-cased) when a lock attempt met someone else's lock.
+        self.conflict: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ addresses
     @property
@@ -124,13 +146,21 @@ class BackendProxy:
         listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
         self.port = int(listener.extra(SocketAttribute.local_port))
         self._scope = anyio.CancelScope(shield=True)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._serve, listener, self._scope)
-            try:
-                yield self
-            finally:
-                self._scope.cancel()
-        self.port = 0
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._serve, listener, self._scope)
+                try:
+                    yield self
+                finally:
+                    self._scope.cancel()
+        except BaseExceptionGroup as group:
+            # The body's own failure (a HandlerError...) must reach the executor as itself.
+            leaves = _leaves(group)
+            if len(leaves) == 1:
+                raise leaves[0] from None
+            raise
+        finally:
+            self.port = 0
 
     async def _serve(self, listener: anyio.abc.Listener[SocketStream], scope: anyio.CancelScope) -> None:
         with scope:
@@ -262,6 +292,15 @@ class BackendProxy:
         self._log.debug("terraform backend call", method=method, path=path, status=reply.status)
         if 200 <= reply.status < 300:
             self._track_lock(path, body)
+        elif path.endswith("/lock") and reply.status in (409, 423):
+            self.conflict = _lock_info(reply.body) or {"id": "(unknown)"}
+            self._log.error(
+                "the terraform workspace is locked by someone else",
+                workspace_id=self.workspace_id,
+                holder=str(self.conflict.get("id", "")),
+                holder_who=str(self.conflict.get("who", "")),
+                holder_operation=str(self.conflict.get("operation", "")),
+            )
         return reply
 
     async def _forward(

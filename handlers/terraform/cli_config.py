@@ -46,7 +46,12 @@ def mirrored_providers(mirror: Path) -> list[str]:
 
 
 def render_cli_config(plugin_cache: Path, provider_mirror: Path | None) -> str:
-    lines = [f"plugin_cache_dir = {hcl_string(str(plugin_cache))}"]
+    # Every job starts from a fresh working directory without .terraform.lock.hcl (unless the
+    # module ships one); without this flag terraform 1.4+ would then ignore the cache entirely.
+    lines = [
+        f"plugin_cache_dir = {hcl_string(str(plugin_cache))}",
+        "plugin_cache_may_break_dependency_lock_file = true",
+    ]
     providers = mirrored_providers(provider_mirror) if provider_mirror else []
     if provider_mirror is not None and providers:
         listed = ", ".join(hcl_string(p) for p in providers)

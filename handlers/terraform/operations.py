@@ -25,12 +25,13 @@ from typing import Any, ClassVar
 
 from handlers.terraform.backend_proxy import BackendProxy
 from handlers.terraform.binary import TerraformBinary, requested_version, resolve_binary
-from handlers.terraform.cli import TerraformCLI
+from handlers.terraform.cli import TerraformCLI, TerraformFailed
 from handlers.terraform.cli_config import AUTOMATION_ENV, write_cli_config
 from handlers.terraform.credentials import aws_env, azure_env, register_env_secrets
 from handlers.terraform.hooks import Hooks
 from handlers.terraform.planfile import PlanFile, decode_plan_file
 from handlers.terraform.workspace import (
+    POLICY_DIR_NAME,
     POLICY_DIR_VAR,
     InvalidInput,
     TerraformInputs,
@@ -135,13 +136,16 @@ class TerraformRunHandler(Handler):
         self.runner_dir = private_dir(ctx.workspace / ".runner")
         variables = dict(inputs.vars)
         if inputs.policies:
-            policy_dir = write_policies(self.runner_dir / "policies", inputs.policies)
-            variables[POLICY_DIR_VAR] = str(policy_dir)
-            ctx.log.info("policies written", count=len(inputs.policies), directory=str(policy_dir))
+            # Relative to the module directory (terraform's working directory): the path is baked
+            # into the saved plan, so it must be the same in the plan job and the apply job.
+            variables[POLICY_DIR_VAR] = POLICY_DIR_NAME
         self.var_files = write_var_files(self.runner_dir, variables, inputs.vars_files)
 
         self.module_dir = await self.fetch_module(ctx)
         prepare_module(self.module_dir, ctx.log)
+        if inputs.policies:
+            policy_dir = write_policies(self.module_dir / POLICY_DIR_NAME, inputs.policies)
+            ctx.log.info("policies written", count=len(inputs.policies), directory=str(policy_dir))
 
         app_id, app_config_id, component_id = self.version_hints(ctx)
         request = await requested_version(
@@ -215,11 +219,26 @@ class TerraformRunHandler(Handler):
                 tools_dir=ctx.config.resolved_tools_dir,
                 grace_period=ctx.config.child_grace,
             )
-            await self.cli.init()
-            if ctx.operation == APPLY_PLAN:
-                await self._apply(ctx, self.cli)
-            else:
-                await self._plan(ctx, self.cli, destroy=ctx.operation == CREATE_TEARDOWN_PLAN)
+            try:
+                await self.cli.init()
+                if ctx.operation == APPLY_PLAN:
+                    await self._apply(ctx, self.cli)
+                else:
+                    await self._plan(ctx, self.cli, destroy=ctx.operation == CREATE_TEARDOWN_PLAN)
+            except TerraformFailed as exc:
+                raise self._explain_lock_conflict(exc) from exc
+
+    def _explain_lock_conflict(self, exc: TerraformFailed) -> TerraformFailed:
+        """Name the holder first when terraform failed because someone else holds the lock."""
+        holder = self.proxy.conflict if self.proxy is not None else None
+        if not holder or self.inputs is None:
+            return exc
+        who = ", ".join(f"{key} {holder[key]}" for key in ("operation", "who", "created") if holder.get(key))
+        message = f"workspace {self.inputs.workspace_id} is locked by lock ID {holder.get('id', '')}"
+        message += f" ({who})" if who else ""
+        failed = TerraformFailed(f"{message}; {exc}")
+        failed.details = {**exc.details, "lock_holder": str(holder.get("id", ""))}
+        return failed
 
     async def _plan(self, ctx: JobContext, cli: TerraformCLI, *, destroy: bool) -> None:
         assert self.runner_dir is not None

@@ -40,6 +40,8 @@ BACKEND_OVERRIDE = (
     'terraform {\n  backend "http" {}\n}\n'
 )
 POLICY_DIR_VAR = "kyverno_policy_dir"
+#: Where policies go, relative to the module directory (the value of ``kyverno_policy_dir``).
+POLICY_DIR_NAME = ".runner-policies"
 _BACKEND_RE = re.compile(r"^\s*(backend\s+\"[^\"]+\"|cloud)\s*\{", re.MULTILINE)
 _LEFTOVERS = ("terraform.tfstate", "terraform.tfstate.backup", ".terraform.tfstate.lock.info")
 
