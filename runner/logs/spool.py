@@ -1,0 +1,349 @@
+"""The on-disk spool of one job's undelivered log records.
+
+Why: when the control plane is unreachable, records must neither be dropped (other agents lose
+the tail of their logs exactly there, peer-agents.md "Lost or truncated logs") nor pile up in
+memory. They are appended, in order, to a file per job under the runner's state dir, shipped
+from it once the server is back, and delivered by the next process after a crash.
+
+Layout, little-endian::
+
+    magic "BYOCLOG\\x01" | committed offset u64 | header length u32 | header JSON | frames...
+
+A frame is a ``ScopeLogs.log_records`` field exactly as sent (tag 0x12, varint length, the
+serialized ``LogRecord``), so the frames are length-prefixed records and a batch read from disk
+goes on the wire without re-encoding. ``committed`` is the offset of the first frame the server
+has not acknowledged; it is rewritten in place after each delivered batch, so a restart resends
+at most one batch. A torn last frame (crash mid-write) is cut off when the file is reopened.
+Secrets never reach the file: records are masked before they are encoded, and the log stream's
+write token is not stored (recovered records are sent with the runner token).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+MAGIC = b"BYOCLOG\x01"
+_HEAD = struct.Struct("<8sQI")
+_COMMITTED = struct.Struct("<Q")
+_COMMITTED_OFFSET = 8
+SUFFIX = ".spool"
+_READ_CHUNK = 1 << 20
+_MAX_FRAME_HEAD = 11  # tag byte + a varint of at most 10 bytes
+
+log = structlog.get_logger("runner.logs.spool")
+
+
+class SpoolError(Exception):
+    """A spool file that cannot be read (wrong magic, unreadable header)."""
+
+
+@dataclass(frozen=True)
+class SpoolHeader:
+    spool_key: str
+    log_stream_id: str
+    created_ns: int = field(default_factory=time.time_ns)
+    resource: dict[str, str] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "spool_key": self.spool_key,
+                "log_stream_id": self.log_stream_id,
+                "created_ns": self.created_ns,
+                "resource": self.resource,
+            },
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SpoolHeader:
+        raw = json.loads(data)
+        return cls(
+            spool_key=str(raw["spool_key"]),
+            log_stream_id=str(raw["log_stream_id"]),
+            created_ns=int(raw.get("created_ns") or 0),
+            resource={str(k): str(v) for k, v in (raw.get("resource") or {}).items()},
+        )
+
+
+def safe_key(spool_key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", spool_key)[:120] or "_"
+
+
+def spool_path(spool_dir: Path, spool_key: str, created_ns: int) -> Path:
+    """One file per stream; the creation time keeps several files of one key apart and ordered."""
+    return spool_dir / f"{safe_key(spool_key)}.{created_ns}{SUFFIX}"
+
+
+def files_for_key(spool_dir: Path, spool_key: str) -> list[Path]:
+    prefix = safe_key(spool_key) + "."
+    if not spool_dir.is_dir():
+        return []
+    return sorted(
+        (p for p in spool_dir.iterdir() if p.name.startswith(prefix) and p.name.endswith(SUFFIX)),
+        key=_created_from_name,
+    )
+
+
+def all_files(spool_dir: Path) -> list[Path]:
+    if not spool_dir.is_dir():
+        return []
+    return sorted((p for p in spool_dir.iterdir() if p.name.endswith(SUFFIX)), key=_created_from_name)
+
+
+def _created_from_name(path: Path) -> tuple[int, str]:
+    stem = path.name[: -len(SUFFIX)]
+    _, _, created = stem.rpartition(".")
+    return (int(created) if created.isdigit() else 0, path.name)
+
+
+class SpoolFile:
+    """An append-only file of frames with a committed offset and a read cursor.
+
+    ``committed <= cursor <= end``: frames before ``committed`` are delivered, frames between
+    ``committed`` and ``cursor`` are taken by the shipper (in flight), frames after ``cursor``
+    wait. ``pending`` counts the frames after ``committed``.
+    """
+
+    def __init__(
+        self, path: Path, header: SpoolHeader, fd: int, data_start: int, committed: int, end: int
+    ) -> None:
+        self.path = path
+        self.header = header
+        self._fd = fd
+        self._data_start = data_start
+        self.committed = committed
+        self.cursor = committed
+        self.end = end
+        self.pending = 0
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self.closed = False
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def create(cls, path: Path, header: SpoolHeader) -> SpoolFile:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = header.to_bytes()
+        data_start = _HEAD.size + len(meta)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, _HEAD.pack(MAGIC, data_start, len(meta)) + meta)
+        except BaseException:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        return cls(path, header, fd, data_start, data_start, data_start)
+
+    @classmethod
+    def open_existing(cls, path: Path) -> SpoolFile:
+        """Reopen a file left by a stream (this process or a previous one) to deliver the rest."""
+        fd = os.open(path, os.O_RDWR)
+        try:
+            header, data_start, committed = _read_head(fd, path.name)
+            size = os.fstat(fd).st_size
+            committed = min(max(committed, data_start), size)
+            spool = cls(path, header, fd, data_start, committed, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        count, valid_end = spool._scan(committed, size)
+        if valid_end < size:
+            log.warning(
+                "cutting a torn or corrupt tail off a log spool file",
+                file=path.name,
+                bytes=size - valid_end,
+            )
+            os.ftruncate(fd, valid_end)
+            spool.end = valid_end
+        spool.pending = count
+        return spool
+
+    def _scan(self, start: int, end: int) -> tuple[int, int]:
+        """(frames, end of the last complete frame) between ``start`` and ``end``."""
+        count = 0
+        pos = start
+        for _, frame_end in self._frames(start, end):
+            count += 1
+            pos = frame_end
+        return count, pos
+
+    def _frames(self, start: int, end: int) -> Iterator[tuple[int, int]]:
+        return _frames(self._fd, start, end)
+
+    # ------------------------------------------------------------------ writing
+    def append(self, frames: Sequence[bytes]) -> tuple[int, int]:
+        """Append frames (buffered until ``flush``); returns their (start, end) offsets."""
+        start = self.end
+        size = sum(len(f) for f in frames)
+        self._buffer.extend(frames)
+        self._buffered += size
+        self.end += size
+        self.pending += len(frames)
+        if self._buffered >= _READ_CHUNK:
+            self.flush()
+        return start, self.end
+
+    def flush(self) -> None:
+        if self._buffer:
+            data = b"".join(self._buffer)
+            self._buffer.clear()
+            self._buffered = 0
+            os.pwrite(self._fd, data, self.end - len(data))
+
+    def sync(self) -> None:
+        self.flush()
+        os.fsync(self._fd)
+
+    # ------------------------------------------------------------------ reading and committing
+    @property
+    def has_untaken(self) -> bool:
+        return self.cursor < self.end
+
+    def take(self, max_frames: int, max_bytes: int) -> tuple[list[bytes], int, int]:
+        """Frames from the cursor on (at least one if any), within the limits; moves the cursor."""
+        self.flush()
+        start = self.cursor
+        bounds: list[tuple[int, int]] = []
+        stop = start
+        for frame_start, frame_end in self._frames(start, self.end):
+            if bounds and (len(bounds) >= max_frames or frame_end - start > max_bytes):
+                break
+            bounds.append((frame_start, frame_end))
+            stop = frame_end
+        if not bounds:
+            if start < self.end:
+                # Unreadable bytes where frames should be (disk corruption): cut them off rather
+                # than loop forever on them.
+                log.error(
+                    "cutting unreadable bytes off a log spool file",
+                    file=self.path.name,
+                    bytes=self.end - start,
+                )
+                os.ftruncate(self._fd, start)
+                self.end = start
+            return [], start, start
+        data = os.pread(self._fd, stop - start, start)
+        frames = [data[a - start : b - start] for a, b in bounds]
+        self.cursor = stop
+        return frames, start, stop
+
+    def rewind(self) -> None:
+        self.cursor = self.committed
+
+    def commit(self, upto: int, frames: int) -> None:
+        """The server has every frame before ``upto``."""
+        self.committed = upto
+        self.pending = max(0, self.pending - frames)
+        os.pwrite(self._fd, _COMMITTED.pack(upto), _COMMITTED_OFFSET)
+
+    def drained(self) -> bool:
+        return self.committed >= self.end
+
+    def reset(self) -> None:
+        """Everything is delivered: empty the file so it does not grow across outages."""
+        self._buffer.clear()
+        self._buffered = 0
+        os.ftruncate(self._fd, self._data_start)
+        os.pwrite(self._fd, _COMMITTED.pack(self._data_start), _COMMITTED_OFFSET)
+        self.committed = self.cursor = self.end = self._data_start
+        self.pending = 0
+
+    def close(self) -> None:
+        """Flush, fsync and close; the file is removed when nothing in it is undelivered."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            if self.drained() and not self._buffer:
+                self.path.unlink(missing_ok=True)
+            else:
+                self.sync()
+        finally:
+            os.close(self._fd)
+
+
+def _frames(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of each complete frame from ``start``; stops at the first bad or torn one."""
+    pos = start
+    chunk = b""
+    chunk_start = start
+    while pos < end:
+        rel = pos - chunk_start
+        if rel + _MAX_FRAME_HEAD > len(chunk) and chunk_start + len(chunk) < end:
+            chunk = os.pread(fd, min(_READ_CHUNK, end - pos), pos)
+            chunk_start, rel = pos, 0
+        if rel + 1 >= len(chunk) or chunk[rel] != 0x12:
+            return
+        length = chunk[rel + 1]
+        if length < 0x80:
+            payload: int | None = rel + 2
+        elif rel + 2 < len(chunk) and chunk[rel + 2] < 0x80:
+            length = (length & 0x7F) | (chunk[rel + 2] << 7)
+            payload = rel + 3
+        else:
+            length, payload = _varint_at(chunk, rel + 1)
+        if payload is None:
+            return
+        frame_end = chunk_start + payload + length
+        if frame_end > end:
+            return
+        yield pos, frame_end
+        pos = frame_end
+
+
+def _read_head(fd: int, name: str) -> tuple[SpoolHeader, int, int]:
+    """(header, data start, committed offset) of an open spool file."""
+    head = os.pread(fd, _HEAD.size, 0)
+    if len(head) < _HEAD.size:
+        raise SpoolError(f"{name}: truncated header")
+    magic, committed, meta_len = _HEAD.unpack(head)
+    if magic != MAGIC:
+        raise SpoolError(f"{name}: not a log spool file")
+    try:
+        header = SpoolHeader.from_bytes(os.pread(fd, meta_len, _HEAD.size))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SpoolError(f"{name}: unreadable header: {exc}") from exc
+    return header, _HEAD.size + meta_len, committed
+
+
+def read_header(path: Path) -> SpoolHeader:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return _read_head(fd, path.name)[0]
+    finally:
+        os.close(fd)
+
+
+def count_pending(path: Path) -> int:
+    """Undelivered frames in a spool file, without changing it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        _, data_start, committed = _read_head(fd, path.name)
+        size = os.fstat(fd).st_size
+        return sum(1 for _ in _frames(fd, min(max(committed, data_start), size), size))
+    finally:
+        os.close(fd)
+
+
+def _varint_at(buffer: bytes, pos: int) -> tuple[int, int | None]:
+    """(value, offset after it) of the varint at ``pos``; offset None if incomplete."""
+    value = 0
+    shift = 0
+    while pos < len(buffer):
+        byte = buffer[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    return value, None
