@@ -118,15 +118,16 @@ class TerraformOutput:
                 body = body[len(prefix) :]
                 break
         content = body.strip()
+        if not content:
+            return
         level = "info" if stream == "stdout" else "warning"
         if content.startswith("Error: "):
             self._open_error = Diagnostic("error", content[len("Error: ") :])
             self.diagnostics.append(self._open_error)
             level = "error"
         elif self._open_error is not None:
-            if content:
-                sep = "\n" if self._open_error.detail else ""
-                self._open_error.detail += sep + content
+            sep = "\n" if self._open_error.detail else ""
+            self._open_error.detail += sep + content
             level = "error"
         elif content.startswith("Warning: "):
             level = "warning"

@@ -189,7 +189,7 @@ def write_var_files(directory: Path, variables: dict[str, Any], vars_files: list
                 raise InvalidInput(
                     f"vars_files[{index}] looks like JSON but does not parse: {exc}", vars_file=index
                 ) from exc
-            if not isinstance(parsed, dict):
+            if not isinstance(parsed, dict):  # pragma: no cover - "{..." parses to an object or fails
                 raise InvalidInput(f"vars_files[{index}] must be a JSON object", vars_file=index)
             written.append(write_private(directory / f"vars_files-{index}.tfvars.json", text))
         else:
