@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import tarfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -455,6 +457,74 @@ def tf_job(tmp_path: Path, tf_backend: BackendStub, tf_tools_dir: Path) -> JobFa
         return TfJob(handler=handler_cls(), ctx=ctx, log=log, secrets=secrets, processes=processes)
 
     return factory
+
+
+# --------------------------------------------------------------------------- git
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git for a test fixture (fixed identity, no system config); returns stdout."""
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+    out = subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+@dataclass
+class GitServer:
+    """``git daemon`` on loopback serving every repository under ``base``."""
+
+    url: str
+    base: Path
+
+    def create(self, name: str, files: dict[str, str], *, branch: str = "main") -> str:
+        """A repository with one commit holding ``files`` (``*.sh`` executable); its git:// URL."""
+        repo = self.base / name
+        write_module(repo, files)
+        git(repo, "init", "-q", "-b", branch)
+        git(repo, "add", ".")
+        git(repo, "commit", "-qm", "initial")
+        return f"{self.url}/{name}"
+
+
+@pytest.fixture
+def git_server(tmp_path: Path) -> Iterator[GitServer]:
+    """``git daemon`` serving ``tmp_path/srv`` on 127.0.0.1 (test-tools.md §6.3)."""
+    require_tool("git")
+    base = tmp_path / "srv"
+    base.mkdir()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    proc = subprocess.Popen(
+        [
+            "git",
+            "daemon",
+            "--reuseaddr",
+            f"--base-path={base}",
+            "--export-all",
+            "--listen=127.0.0.1",
+            f"--port={port}",
+            str(base),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    yield GitServer(url=f"git://127.0.0.1:{port}", base=base)
+    proc.terminate()
+    proc.wait(timeout=10)
 
 
 # --------------------------------------------------------------------------- modules

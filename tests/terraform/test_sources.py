@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import io
-import os
-import socket
-import subprocess
 import tarfile
 import threading
-import time
 import zipfile
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,84 +24,38 @@ from handlers.sources import (
 from runner.api.plans import GitSource, LocalArchive
 from runner.process import JobProcessRunner
 from runner.redact import Redactor
-from tests.support.runner_proc import free_port
-from tests.support.terraform import ListJobLog
+from tests.support.terraform import GitServer, ListJobLog, git
 from tests.support.tools import require_tool
 
 
-def _git(cwd: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-        "GIT_CONFIG_NOSYSTEM": "1",
-    }
-    out = subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True)
-    return out.stdout.strip()
-
-
 @pytest.fixture
-def git_daemon(tmp_path: Path) -> Iterator[str]:
-    """``git daemon`` serving ``tmp_path/srv`` on loopback (test-tools.md §6.3)."""
-    require_tool("git")
-    base = tmp_path / "srv"
-    base.mkdir()
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            "git",
-            "daemon",
-            "--reuseaddr",
-            f"--base-path={base}",
-            "--export-all",
-            "--listen=127.0.0.1",
-            f"--port={port}",
-            str(base),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
-    yield f"git://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
-@pytest.fixture
-def git_repo(tmp_path: Path, git_daemon: str) -> dict[str, Any]:
+def git_repo(tmp_path: Path, git_server: GitServer) -> dict[str, Any]:
     """A repository with two commits, a branch, a tag, a sub-directory and a submodule."""
     sub = tmp_path / "srv" / "sub"
     sub.mkdir()
-    _git(sub, "init", "-q", "-b", "main")
+    git(sub, "init", "-q", "-b", "main")
     (sub / "lib.tf").write_text("# submodule file\n")
-    _git(sub, "add", ".")
-    _git(sub, "commit", "-qm", "sub")
+    git(sub, "add", ".")
+    git(sub, "commit", "-qm", "sub")
 
     repo = tmp_path / "srv" / "repo"
     (repo / "modules" / "vpc").mkdir(parents=True)
-    _git(repo, "init", "-q", "-b", "main")
+    git(repo, "init", "-q", "-b", "main")
     (repo / "modules" / "vpc" / "main.tf").write_text("# v1\n")
-    _git(repo, "add", ".")
-    _git(repo, "commit", "-qm", "one")
-    first = _git(repo, "rev-parse", "HEAD")
-    _git(repo, "tag", "v1")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "one")
+    first = git(repo, "rev-parse", "HEAD")
+    git(repo, "tag", "v1")
     (repo / "modules" / "vpc" / "main.tf").write_text("# v2\n")
-    _git(repo, "submodule", "add", "-q", f"{git_daemon}/sub", "vendored")
-    _git(repo, "add", ".")
-    _git(repo, "commit", "-qm", "two")
-    _git(repo, "branch", "feature")
+    git(repo, "submodule", "add", "-q", f"{git_server.url}/sub", "vendored")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "two")
+    git(repo, "branch", "feature")
     return {
-        "url": f"{git_daemon}/repo",
+        "url": f"{git_server.url}/repo",
         "path": repo,
         "first": first,
-        "second": _git(repo, "rev-parse", "HEAD"),
+        "second": git(repo, "rev-parse", "HEAD"),
     }
 
 
@@ -133,7 +82,7 @@ def test_clone_branch_is_shallow_and_path_resolves(tmp_path: Path, git_repo: dic
     assert fetched.commit == git_repo["second"]
     assert fetched.directory == tmp_path / "out" / "modules" / "vpc"
     assert (fetched.directory / "main.tf").read_text() == "# v2\n"
-    assert _git(fetched.root, "rev-parse", "--is-shallow-repository") == "true"
+    assert git(fetched.root, "rev-parse", "--is-shallow-repository") == "true"
 
 
 @pytest.mark.terraform
