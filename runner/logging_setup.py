@@ -141,7 +141,7 @@ def configure_logging(
             MaskRendered(redactor),
         ],
         logger_factory=structlog.WriteLoggerFactory(file=out),
-        wrapper_class=structlog.BoundLogger,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET),
         cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(

@@ -231,6 +231,7 @@ class SpoolFile:
                 )
                 os.ftruncate(self._fd, start)
                 self.end = start
+                self.pending = self._scan(self.committed, start)[0]
             return [], start, start
         data = os.pread(self._fd, stop - start, start)
         frames = [data[a - start : b - start] for a, b in bounds]

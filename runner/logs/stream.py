@@ -317,7 +317,10 @@ class JobLogStream:
             assert self.log_stream_id is not None
             created = _now_ns()
             header = SpoolHeader(
-                spool_key=self.spool_key, log_stream_id=self.log_stream_id, created_ns=created
+                spool_key=self.spool_key,
+                log_stream_id=self.log_stream_id,
+                created_ns=created,
+                resource=dict(self._shared.resource_attrs),
             )
             self._spool = SpoolFile.create(
                 spool_path(self._shared.spool_dir, self.spool_key, created), header
