@@ -1,0 +1,11 @@
+"""The embedded control plane: the runner API of runner-api.md §3 served over SQLite.
+
+It imports only the wire contract (``runner.api.models``) from the agent, so the agent can be
+tested against it exactly as it would run against the real server.
+"""
+
+from __future__ import annotations
+
+from controlplane.options import ControlPlaneOptions, Credentials
+
+__all__ = ["ControlPlaneOptions", "Credentials"]

@@ -1,0 +1,55 @@
+"""The dispatcher's clock: timeouts and runner liveness, enforced in the background.
+
+Every ``monitor_interval`` one store transaction (only when something expired) applies:
+* ``available_timeout``: another availability window while attempts remain, else ``timed-out``;
+* ``execution_timeout``: the execution and its job ``timed-out``;
+* ``overall_timeout``: the job (and a running execution) ``timed-out``;
+* a runner silent for longer than ``heartbeat_offline_after``: ``offline``, and its running
+  executions ``failed`` with the reason in the job's ``status_description``.
+Restart detection needs no clock: it runs with each heartbeat (``Store.heartbeat``).
+"""
+
+from __future__ import annotations
+
+import anyio
+import structlog
+
+from controlplane.options import ControlPlaneOptions
+from controlplane.store import Store
+from controlplane.wire import seconds_to_ns
+
+log = structlog.get_logger("controlplane.monitor")
+
+#: Run housekeeping (heartbeat pruning) every this many ticks.
+PRUNE_EVERY = 7200
+
+
+class Monitor:
+    def __init__(self, store: Store, options: ControlPlaneOptions) -> None:
+        self.store = store
+        self.options = options
+        self.ticks = 0
+
+    async def tick(self) -> None:
+        report = await self.store.monitor_tick(seconds_to_ns(self.options.heartbeat_offline_after))
+        if report:
+            log.info(
+                "monitor",
+                available_timeouts=report.available_timeouts,
+                retried=report.retried,
+                execution_timeouts=report.execution_timeouts,
+                overall_timeouts=report.overall_timeouts,
+                offline_runners=report.offline_runners,
+            )
+        self.ticks += 1
+        if self.ticks % PRUNE_EVERY == 0:
+            await self.store.prune()
+
+    async def run(self) -> None:
+        """Tick forever; a failing tick is logged and retried next interval, never fatal."""
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # noqa: BLE001 - the monitor must outlive one bad tick
+                log.exception("monitor tick failed")
+            await anyio.sleep(self.options.monitor_interval)
