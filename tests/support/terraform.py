@@ -163,7 +163,8 @@ class _BackendHandler(BaseHTTPRequestHandler):
                     self.command, parts.path, query, {k.lower(): v for k, v in self.headers.items()}, body
                 )
             )
-        if self.headers.get("Authorization") != f"Bearer {state.token}":
+        # Like the runner API: the bearer header, or ``?token=`` (bare terraform in the bench).
+        if self.headers.get("Authorization") != f"Bearer {state.token}" and query.get("token") != [state.token]:
             self._reply(401, {"error": "unauthorized"})
             return
         segments = [s for s in parts.path.split("/") if s]
