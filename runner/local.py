@@ -200,16 +200,18 @@ async def run_exec(request: ExecRequest) -> int:
             body["execution_timeout"] = int(request.timeout * 1e9)
         if request.owner_id:
             body["owner_id"] = request.owner_id
-        config = _runner_config(runner_dir, cp, groups=(group,))
+        config = _runner_config(runner_dir, cp, groups=(group,), log_level="WARN")
         daemon = Daemon(config, log_tee=console_tee(), install_signal_handlers=False)
         job: dict[str, Any] = {}
         async with anyio.create_task_group() as tg:
             tg.start_soon(daemon.run)
             await daemon.wait_ready()
             submitted = await operator.submit(body)
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                tg.start_soon(_cancel_on_signal, signals, operator, submitted["id"])
-                job = await operator.wait_terminal(submitted["id"])
+            async with anyio.create_task_group() as watch:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    watch.start_soon(_cancel_on_signal, signals, operator, submitted["id"])
+                    job = await operator.wait_terminal(submitted["id"])
+                    watch.cancel_scope.cancel()
             daemon.request_shutdown(graceful=True, reason="runner exec: job done")
             tg.cancel_scope.deadline = anyio.current_time() + 60
         status = str(job.get("status", "unknown"))
@@ -317,6 +319,7 @@ async def run_local(request: LocalRequest) -> int:
             health_addr=request.health_addr or None,
             concurrency=concurrency,
             default_concurrency=2,
+            log_level="WARN" if request.demo else None,
         )
         tee = None if request.demo else console_tee()
         daemon = Daemon(config, log_tee=tee, install_signal_handlers=not request.demo)
