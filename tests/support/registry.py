@@ -442,6 +442,7 @@ async def push_random_image(
     docker: bool = False,
     architecture: str = "amd64",
     os_name: str = "linux",
+    layer_media_type: str | None = None,
 ) -> Any:
     """Push an image of random layers with ``client`` (a RegistryClient); returns its Manifest.
 
@@ -450,7 +451,7 @@ async def push_random_image(
     from handlers.oci import media
     from handlers.oci.descriptors import Manifest
 
-    layer_type = media.DOCKER_LAYER_GZIP if docker else media.OCI_LAYER_TAR
+    layer_type = layer_media_type or (media.DOCKER_LAYER_GZIP if docker else media.OCI_LAYER_TAR)
     layers = []
     for index, size in enumerate(layer_sizes):
         blob = RandomBlob(size, f"{seed}-layer-{index}")
