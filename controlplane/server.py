@@ -148,7 +148,6 @@ async def serve(
                 await anyio.sleep(0.005)
             if not quiet:
                 announce(creds, state_dir, created=created)
-            log.debug("control plane started", url=url)
             try:
                 yield running
             finally:
