@@ -133,7 +133,8 @@ class TerraformRunHandler(Handler):
         self.inputs = inputs
         register_env_secrets(inputs.env_vars, ctx.secrets)
 
-        self.runner_dir = private_dir(ctx.workspace / ".runner")
+        # Absolute: terraform runs in the module directory, and it gets file paths.
+        self.runner_dir = private_dir(ctx.workspace.absolute() / ".runner")
         variables = dict(inputs.vars)
         if inputs.policies:
             # Relative to the module directory (terraform's working directory): the path is baked
@@ -141,7 +142,7 @@ class TerraformRunHandler(Handler):
             variables[POLICY_DIR_VAR] = POLICY_DIR_NAME
         self.var_files = write_var_files(self.runner_dir, variables, inputs.vars_files)
 
-        self.module_dir = await self.fetch_module(ctx)
+        self.module_dir = (await self.fetch_module(ctx)).absolute()
         prepare_module(self.module_dir, ctx.log)
         if inputs.policies:
             policy_dir = write_policies(self.module_dir / POLICY_DIR_NAME, inputs.policies)
@@ -156,7 +157,7 @@ class TerraformRunHandler(Handler):
             sandbox=self.sandbox_version_key,
             component_id=component_id,
         )
-        tools_dir = ctx.config.resolved_tools_dir
+        tools_dir = ctx.config.resolved_tools_dir.absolute()
         self.binary = await resolve_binary(
             request,
             tools_dir=tools_dir,
@@ -216,7 +217,7 @@ class TerraformRunHandler(Handler):
                 env={**self.env, **self.proxy.terraform_env()},
                 processes=ctx.processes,
                 log=ctx.log,
-                tools_dir=ctx.config.resolved_tools_dir,
+                tools_dir=ctx.config.resolved_tools_dir.absolute(),
                 grace_period=ctx.config.child_grace,
             )
             try:

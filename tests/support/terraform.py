@@ -137,6 +137,9 @@ class BackendState:
 
 class _BackendHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    #: Headers and body are separate writes: without TCP_NODELAY each keep-alive answer would
+    #: wait for the client's delayed ACK (40 ms).
+    disable_nagle_algorithm = True
     server: _BackendServer
 
     def log_message(self, format: str, *args: Any) -> None:
