@@ -65,9 +65,12 @@ def patch(runner: httpx.Client, job_id: str, execution_id: str, status: str) -> 
 
 def test_ids_and_credentials_have_the_contract_shape(cp: EmbeddedControlPlane) -> None:
     creds = cp.credentials
-    assert creds.runner_id.startswith("run") and ID.match(creds.runner_id)
-    assert creds.org_id.startswith("org") and ID.match(creds.org_id)
-    assert creds.admin_token.startswith("tok") and creds.runner_token.startswith("tok")
+    assert creds.runner_id.startswith("run")
+    assert ID.match(creds.runner_id)
+    assert creds.org_id.startswith("org")
+    assert ID.match(creds.org_id)
+    assert creds.admin_token.startswith("tok")
+    assert creds.runner_token.startswith("tok")
     assert creds.admin_token != creds.runner_token
     assert creds.api_url == cp.url
 
@@ -79,7 +82,8 @@ def test_settings_are_compact_json_with_the_required_fields(
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
     text = response.text
-    assert '": ' not in text and '", "' not in text, "settings JSON must be compact (init-script grep)"
+    assert '": ' not in text, "settings JSON must be compact (init-script grep)"
+    assert '", "' not in text
     settings = response.json()
     assert settings["heart_beat_timeout"] == 5_000_000_000
     assert settings["logging_level"] == "INFO"
@@ -87,7 +91,8 @@ def test_settings_are_compact_json_with_the_required_fields(
     assert settings["sandbox_mode"] is False
     assert settings["long_poll_jobs"] is True
     assert settings["groups"] == ["operations", "build", "sync", "deploy", "sandbox", "actions"]
-    assert isinstance(settings["metadata"], dict) and settings["metadata"]["runner.id"] == cp.runner_id
+    assert isinstance(settings["metadata"], dict)
+    assert settings["metadata"]["runner.id"] == cp.runner_id
     assert settings["runner_api_url"] == cp.url
     assert settings["id"].startswith("rgs")
 
@@ -103,8 +108,12 @@ def test_get_runner_embeds_group_and_settings_and_tracks_heartbeats(
     )
     assert response.status_code == 201
     beat = response.json()
-    assert beat["alive_time"] == 2_500_000_000 and beat["version"] == "1.2.3" and beat["process"] == ""
-    assert beat["id"].startswith("hrt") and TS.match(beat["started_at"]) and TS.match(beat["created_at"])
+    assert beat["alive_time"] == 2_500_000_000
+    assert beat["version"] == "1.2.3"
+    assert beat["process"] == ""
+    assert beat["id"].startswith("hrt")
+    assert TS.match(beat["started_at"])
+    assert TS.match(beat["created_at"])
     assert runner.get(f"/v1/runners/{cp.runner_id}").json()["status"] == "active"
     latest = runner.get(f"/v1/runners/{cp.runner_id}/heart-beats/latest").json()
     assert latest["id"] == beat["id"]
@@ -119,7 +128,8 @@ def test_heartbeat_and_health_check_validate_their_bodies(
     assert runner.post(base + "/heart-beats", content=b"{nope").status_code == 400
     response = runner.post(base + "/health-checks", json={"process": "install"})
     assert response.status_code == 201
-    assert response.json()["process"] == "install" and response.json()["id"].startswith("hlt")
+    assert response.json()["process"] == "install"
+    assert response.json()["id"].startswith("hlt")
 
 
 def test_unknown_runner_is_404_for_admin(admin: httpx.Client) -> None:
@@ -162,7 +172,9 @@ def test_auth_by_header_or_query_and_401_otherwise(cp: EmbeddedControlPlane) -> 
         assert anonymous.get(path, headers={"Authorization": "Basic abc"}).status_code == 401
         assert anonymous.get(path, params={"token": cp.runner_token}).status_code == 200
         body = anonymous.get(path).json()
-        assert body["error"] and body["user_error"] is True and body["description"]
+        assert body["error"]
+        assert body["user_error"] is True
+        assert body["description"]
         assert anonymous.get("/livez").status_code == 200
         assert anonymous.get("/oapi/v3").status_code == 200
 
@@ -171,7 +183,8 @@ def test_a_runner_token_cannot_touch_another_runners_jobs(
     cp: EmbeddedControlPlane, admin: httpx.Client
 ) -> None:
     other = admin.post("/v1/runners", json={"name": "second"}).json()
-    assert other["id"].startswith("run") and other["token"].startswith("tok")
+    assert other["id"].startswith("run")
+    assert other["token"].startswith("tok")
     job = submit(admin, cp)
     with cp.runner_http(other["token"]) as intruder:
         assert intruder.get(f"/v1/runner-jobs/{job['id']}").status_code == 404
@@ -194,7 +207,8 @@ def test_log_stream_write_token_writes_only_its_stream(cp: EmbeddedControlPlane,
     headers = {"Content-Type": "application/x-protobuf"}
     with cp.runner_http(token) as writer:
         ok = writer.post(f"/v1/log-streams/{first['log_stream_id']}/logs", content=body, headers=headers)
-        assert ok.status_code == 201 and ok.json() == "ok"
+        assert ok.status_code == 201
+        assert ok.json() == "ok"
         denied = writer.post(f"/v1/log-streams/{second['log_stream_id']}/logs", content=body, headers=headers)
         assert denied.status_code == 403
         assert writer.get(f"/v1/runner-jobs/{first['id']}").status_code == 403
@@ -208,21 +222,28 @@ def test_submitted_job_has_the_contract_fields(cp: EmbeddedControlPlane, admin: 
     job = submit(
         admin, cp, type="terraform-deploy", operation="create-apply-plan", metadata={"install_id": "inl1"}
     )
-    assert ID.match(job["id"]) and job["id"].startswith("job")
+    assert ID.match(job["id"])
+    assert job["id"].startswith("job")
     assert job["status"] == "available"
-    assert job["group"] == "deploy" and job["type"] == "terraform-deploy"
+    assert job["group"] == "deploy"
+    assert job["type"] == "terraform-deploy"
     assert job["operation"] == "create-apply-plan"
     assert job["execution_timeout"] == 60 * 60 * 1_000_000_000
     assert job["available_timeout"] == 30 * 1_000_000_000
     assert job["max_executions"] == 1
     assert job["metadata"] == {"install_id": "inl1"}
-    assert job["owner_id"].startswith("dpl") and job["owner_type"] == "install_deploys"
+    assert job["owner_id"].startswith("dpl")
+    assert job["owner_type"] == "install_deploys"
     stream = job["log_stream"]
-    assert stream["id"] == job["log_stream_id"] and stream["id"].startswith("log")
-    assert stream["write_token"].startswith("tok") and stream["runner_api_url"] == cp.url
+    assert stream["id"] == job["log_stream_id"]
+    assert stream["id"].startswith("log")
+    assert stream["write_token"].startswith("tok")
+    assert stream["runner_api_url"] == cp.url
     assert stream["open"] is True
     build = submit(admin, cp, type="docker-build")
-    assert build["group"] == "build" and build["operation"] == "build" and build["owner_id"].startswith("bld")
+    assert build["group"] == "build"
+    assert build["operation"] == "build"
+    assert build["owner_id"].startswith("bld")
 
 
 @pytest.mark.parametrize(
@@ -250,7 +271,8 @@ def test_bad_submissions_are_400(
 
 def test_custom_type_needs_a_group(cp: EmbeddedControlPlane, admin: httpx.Client) -> None:
     job = submit(admin, cp, type="my-extension", group="deploy")
-    assert job["group"] == "deploy" and job["type"] == "my-extension"
+    assert job["group"] == "deploy"
+    assert job["type"] == "my-extension"
 
 
 def test_jobs_list_is_oldest_first_with_filters_and_pagination(
@@ -294,7 +316,8 @@ def test_job_get_v1_and_v2_and_plan_as_text(
     job = submit(admin, cp, type="terraform-deploy", plan=plan)
     v1 = runner.get(f"/v1/runner-jobs/{job['id']}").json()
     v2 = runner.get(f"/v1/runners/{cp.runner_id}/jobs/{job['id']}").json()
-    assert v1["id"] == v2["id"] == job["id"] and v1["executions"] == []
+    assert v1["id"] == v2["id"] == job["id"]
+    assert v1["executions"] == []
     assert "execution_count" not in v1  # omitzero
     for path in (f"/v1/runner-jobs/{job['id']}/plan", f"/v1/runners/{cp.runner_id}/jobs/{job['id']}/plan"):
         response = runner.get(path)
@@ -317,22 +340,28 @@ def test_execution_lifecycle_and_job_follows(
     )
     assert response.status_code == 201
     execution = response.json()
-    assert execution["status"] == "pending" and execution["runner_job_id"] == job["id"]
-    assert execution["id"].startswith("run") and execution["metadata"] == {"client.version": "runner:9.9"}
+    assert execution["status"] == "pending"
+    assert execution["runner_job_id"] == job["id"]
+    assert execution["id"].startswith("run")
+    assert execution["metadata"] == {"client.version": "runner:9.9"}
     assert runner.get(f"/v1/runner-jobs/{job['id']}").json()["status"] == "in-progress"
     for status in ("initializing", "initializing", "in-progress", "in-progress", "cleaning-up"):
         response = patch(runner, job["id"], execution["id"], status)
-        assert response.status_code == 200 and response.json()["status"] == status
+        assert response.status_code == 200
+        assert response.json()["status"] == status
     illegal = patch(runner, job["id"], execution["id"], "pending")
-    assert illegal.status_code == 409 and "cleaning-up -> pending" in illegal.json()["description"]
+    assert illegal.status_code == 409
+    assert "cleaning-up -> pending" in illegal.json()["description"]
     assert patch(runner, job["id"], execution["id"], "bogus").status_code == 400
     assert patch(runner, job["id"], execution["id"], "finished").status_code == 200
     assert patch(runner, job["id"], execution["id"], "finished").status_code == 200  # idempotent retry
     assert patch(runner, job["id"], execution["id"], "failed").status_code == 409
     done = runner.get(f"/v1/runner-jobs/{job['id']}").json()
-    assert done["status"] == "finished" and done["execution_count"] == 1
+    assert done["status"] == "finished"
+    assert done["execution_count"] == 1
     assert done["executions"][0]["id"] == execution["id"]
-    assert isinstance(done["execution_time"], int) and done["finished_at"]
+    assert isinstance(done["execution_time"], int)
+    assert done["finished_at"]
     assert done["log_stream"]["open"] is False
     listed = runner.get(f"/v1/runner-jobs/{job['id']}/executions").json()
     assert [e["id"] for e in listed] == [execution["id"]]
@@ -371,7 +400,8 @@ def test_claim_of_a_job_that_is_not_available_is_409(
     job = submit(admin, cp)
     claim(runner, job["id"])
     again = runner.post(f"/v1/runner-jobs/{job['id']}/executions", json={})
-    assert again.status_code == 409 and again.json()["user_error"] is True
+    assert again.status_code == 409
+    assert again.json()["user_error"] is True
     cancelled = submit(admin, cp)
     assert admin.post(f"/v1/runner-jobs/{cancelled['id']}/cancel", json={}).status_code == 200
     assert runner.post(f"/v1/runner-jobs/{cancelled['id']}/executions", json={}).status_code == 409
@@ -386,9 +416,11 @@ def test_result_is_stored_with_or_without_contents_and_replaced(
     url = f"/v1/runner-jobs/{job['id']}/executions/{execution['id']}/result"
     error = {"success": False, "error_code": 3, "error_metadata": {"step": "execute", "message": "boom"}}
     response = runner.post(url, json=error)
-    assert response.status_code == 201 and response.content == b"null"
+    assert response.status_code == 201
+    assert response.content == b"null"
     stored = admin.get(url).json()
-    assert stored["success"] is False and stored["error_code"] == 3
+    assert stored["success"] is False
+    assert stored["error_code"] == 3
     assert stored["error_metadata"] == {"step": "execute", "message": "boom"}
     raw = b"\x00\xfftfplan bytes"
     display = gzip.compress(b'{"resource_changes":[]}')
@@ -400,7 +432,8 @@ def test_result_is_stored_with_or_without_contents_and_replaced(
     }
     assert runner.post(url, json=ok).status_code == 201
     stored = admin.get(url).json()
-    assert stored["success"] is True and "error_metadata" not in stored
+    assert stored["success"] is True
+    assert "error_metadata" not in stored
     assert base64.b64decode(stored["contents_gzip"]) == raw
     assert base64.b64decode(stored["contents_display_gzip"]) == display
     assert json.loads(base64.b64decode(stored["contents_display"])) == {"k": "v"}
@@ -421,10 +454,12 @@ def test_outputs_201_then_duplicate_key_and_job_shows_latest_finished(
     assert response.status_code == 201
     assert json.loads(base64.b64decode(response.json()["outputs_json"])) == {"attempt": 1}
     duplicate = runner.post(url, json={"outputs": {"attempt": 1}})
-    assert duplicate.status_code == 400 and duplicate.json()["error"] == "duplicate key"
+    assert duplicate.status_code == 400
+    assert duplicate.json()["error"] == "duplicate key"
     assert patch(runner, job["id"], first["id"], "failed").status_code == 200
     retried = runner.get(f"/v1/runner-jobs/{job['id']}").json()
-    assert retried["status"] == "available" and "outputs" not in retried
+    assert retried["status"] == "available"
+    assert "outputs" not in retried
     second = claim(runner, job["id"])
     runner.post(
         f"/v1/runner-jobs/{job['id']}/executions/{second['id']}/outputs", json={"outputs": {"attempt": 2}}
@@ -432,7 +467,8 @@ def test_outputs_201_then_duplicate_key_and_job_shows_latest_finished(
     assert patch(runner, job["id"], second["id"], "in-progress").status_code == 200
     assert patch(runner, job["id"], second["id"], "finished").status_code == 200
     done = runner.get(f"/v1/runner-jobs/{job['id']}").json()
-    assert done["status"] == "finished" and done["execution_count"] == 2
+    assert done["status"] == "finished"
+    assert done["execution_count"] == 2
     assert done["outputs"] == {"attempt": 2}
     assert done["final_runner_job_execution_id"] == second["id"]
     assert json.loads(base64.b64decode(done["outputs_json"])) == {"attempt": 2}
@@ -447,7 +483,8 @@ def test_deprecated_job_patch_answers_empty_object(
     assert patch(runner, job["id"], execution["id"], "initializing").status_code == 200
     assert patch(runner, job["id"], execution["id"], "finished").status_code == 200
     response = runner.patch(f"/v1/runner-jobs/{job['id']}", json={"status": "finished"})
-    assert response.status_code == 200 and response.json() == {}
+    assert response.status_code == 200
+    assert response.json() == {}
     other = submit(admin, cp, type="shut-down")
     assert runner.patch(f"/v1/runner-jobs/{other['id']}", json={"status": "finished"}).json() == {}
     assert runner.get(f"/v1/runner-jobs/{other['id']}").json()["status"] == "finished"
@@ -463,7 +500,8 @@ def test_cancel_cancels_the_running_execution(
     patch(runner, job["id"], execution["id"], "in-progress")
     assert runner.post(f"/v1/runner-jobs/{job['id']}/cancel", json={}).status_code == 403
     response = admin.post(f"/v1/runner-jobs/{job['id']}/cancel", json={})
-    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
     assert runner.get(f"/v1/runner-jobs/{job['id']}").json()["executions"][0]["status"] == "cancelled"
     assert patch(runner, job["id"], execution["id"], "finished").status_code == 409
     assert admin.post(f"/v1/runner-jobs/{job['id']}/cancel", json={}).status_code == 409
@@ -506,7 +544,8 @@ def test_long_poll_returns_empty_list_when_the_wait_ends(
     started = time.monotonic()
     response = runner.get(f"/v1/runners/{cp.runner_id}/jobs", params={"group": "build", "wait": "300ms"})
     elapsed = time.monotonic() - started
-    assert response.status_code == 200 and response.json() == []
+    assert response.status_code == 200
+    assert response.json() == []
     assert 0.25 < elapsed < 3
     started = time.monotonic()
     assert runner.get(f"/v1/runners/{cp.runner_id}/jobs", params={"wait": "0.2"}).json() == []
@@ -549,9 +588,11 @@ def test_log_ingest_keeps_order_and_pages(
     records = admin.get(url).json()
     assert [r["body"] for r in records] == ["a", "b", "c"]
     assert [r["seq"] for r in records] == [0, 1, 2]
-    assert records[0]["attributes"] == {"step": "one"} and records[0]["severity_text"] == "INFO"
+    assert records[0]["attributes"] == {"step": "one"}
+    assert records[0]["severity_text"] == "INFO"
     page = admin.get(url, params={"offset": 1, "limit": 1})
-    assert [r["body"] for r in page.json()] == ["b"] and page.headers["x-nuon-api-offset"] == "2"
+    assert [r["body"] for r in page.json()] == ["b"]
+    assert page.headers["x-nuon-api-offset"] == "2"
     assert (
         runner.post(url, content=b'{"json": true}', headers={"Content-Type": "application/json"}).status_code
         == 415
@@ -566,7 +607,8 @@ def test_log_ingest_keeps_order_and_pages(
         == 404
     )
     stream = admin.get(f"/v1/log-streams/{job['log_stream_id']}").json()
-    assert stream["record_count"] == 3 and "write_token" not in stream
+    assert stream["record_count"] == 3
+    assert "write_token" not in stream
 
 
 # ------------------------------------------------------------------ errors and limits
@@ -582,7 +624,8 @@ def test_every_error_has_the_contract_shape(cp: EmbeddedControlPlane, admin: htt
     ):
         assert 400 <= response.status_code < 500
         body = response.json()
-        assert isinstance(body["error"], str) and isinstance(body["user_error"], bool)
+        assert isinstance(body["error"], str)
+        assert isinstance(body["user_error"], bool)
         assert isinstance(body.get("description", ""), str)
 
 
@@ -591,7 +634,8 @@ def test_oversize_bodies_are_413(embedded_control_plane_factory: Any) -> None:
     with cp.runner_http(cp.admin_token) as admin:
         big = {"type": "noop", "plan": {"x": "y" * 2000}}
         response = admin.post(f"/v1/runners/{cp.runner_id}/jobs", json=big)
-        assert response.status_code == 413 and response.json()["error"] == "request body too large"
+        assert response.status_code == 413
+        assert response.json()["error"] == "request body too large"
 
         def chunks() -> Any:
             yield b'{"type": "noop", "plan": {"x": "'
