@@ -229,43 +229,50 @@ class JobLogStream:
         return [q.popleft() for _ in range(count)]
 
     def _encode(self, chunk: Sequence[RawRecord]) -> list[bytes]:
-        """Mask, tee and encode records into frames (records that fail to encode are counted lost)."""
+        """Mask, tee and encode records into frames (records that fail to encode are counted lost).
+
+        The hot loop of the pipeline: attribute bytes come from caches (per logger, and per
+        ``(logger, key, value)`` for the one-attribute calls a child process makes per line).
+        """
         redactor = self._redactor
         bodies = redactor.mask_many([r[2] for r in chunk])
         generation = redactor.generation
+        cache = self._attr_cache
         if generation != self._attr_cache_generation:
-            self._attr_cache.clear()
+            cache.clear()
             self._attr_cache_generation = generation
-        tee = self._shared.tee
+        encode = encode_record
         frames: list[bytes] = []
+        append = frames.append
         for (ts, severity, _, attrs, bound), body in zip(chunk, bodies, strict=True):
             try:
-                blob = (
-                    self._attributes(attrs, bound, generation) if attrs else bound.blob(redactor, generation)
-                )
-                frames.append(encode_record(ts, severity, body, blob))
+                if not attrs:
+                    blob = bound.blob(redactor, generation)
+                else:
+                    cached = None
+                    if len(attrs) == 1:
+                        ((key, value),) = attrs.items()
+                        if value.__class__ is str:
+                            cached = cache.get((bound, key, value))
+                    blob = cached if cached is not None else self._attributes(attrs, bound, generation)
+                append(encode(ts, severity, body, blob))
             except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
                 self._lose(1, f"unencodable record: {type(exc).__name__}")
-                continue
-            if tee is not None:
+        tee = self._shared.tee
+        if tee is not None:
+            for (ts, severity, _, attrs, bound), body in zip(chunk, bodies, strict=True):
                 self._tee(tee, ts, severity, body, attrs, bound)
         return frames
 
     def _attributes(self, attrs: dict[str, Any], bound: Bound, generation: int) -> bytes:
-        """Serialized attributes of a record with per-call ``attrs`` (cached: the same few pairs,
-        such as ``stream=stdout``, come back on every line of a child process)."""
-        cache = self._attr_cache
-        if len(attrs) == 1:
+        """Serialized attributes of a record with per-call ``attrs``; one string attribute (such
+        as ``stream=stdout`` on every line of a child process) is cached."""
+        blob = self._attributes_slow(attrs, bound, generation)
+        if len(attrs) == 1 and len(self._attr_cache) < _ATTR_CACHE_MAX:
             ((key, value),) = attrs.items()
             if value.__class__ is str:
-                cache_key = (bound, key, value)
-                blob = cache.get(cache_key)
-                if blob is None:
-                    blob = self._attributes_slow(attrs, bound, generation)
-                    if len(cache) < _ATTR_CACHE_MAX:
-                        cache[cache_key] = blob
-                return blob
-        return self._attributes_slow(attrs, bound, generation)
+                self._attr_cache[(bound, key, value)] = blob
+        return blob
 
     def _attributes_slow(self, attrs: dict[str, Any], bound: Bound, generation: int) -> bytes:
         mask = self._redactor.mask
