@@ -26,7 +26,14 @@ import anyio
 from handlers.oci import media
 from handlers.oci.client import RegistryClient, retrying
 from handlers.oci.descriptors import Descriptor, Manifest, Platform
-from handlers.oci.errors import NotFound, RegistryError, UnsupportedMediaType, first_error
+from handlers.oci.errors import (
+    AccessDenied,
+    AuthenticationError,
+    NotFound,
+    RegistryError,
+    UnsupportedMediaType,
+    first_error,
+)
 
 DEFAULT_CONCURRENCY = 8
 
@@ -116,8 +123,14 @@ class _GraphCopy:
     async def _transfer(self, desc: Descriptor) -> str:
         if await self.dst.has_blob(self.dst_repo, desc.digest):
             return "present"
-        if self.mount and await self.dst.mount_blob(self.dst_repo, desc.digest, self.src_repo):
-            return "mounted"
+        if self.mount:
+            try:
+                if await self.dst.mount_blob(self.dst_repo, desc.digest, self.src_repo):
+                    return "mounted"
+            except (AuthenticationError, AccessDenied):
+                # The destination's credentials may not read the source repository (a token
+                # service can refuse the combined scope): copy the bytes instead.
+                self.mount = False
 
         async def once() -> None:
             try:
