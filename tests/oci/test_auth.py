@@ -4,31 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.oci.auth import Credentials, parse_challenge
+from handlers.oci.auth import Credentials
 from handlers.oci.client import RegistryClient
 from handlers.oci.copy import copy_image
 from handlers.oci.errors import AccessDenied, AuthenticationError
 from tests.support.registry import PASSWORD, USER, RegistryServer, push_random_image, skopeo_raw_digest
 
 pytestmark = [pytest.mark.oci, pytest.mark.anyio]
-
-
-@pytest.mark.unit
-def test_parse_bearer_challenge() -> None:
-    header = 'Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push"'
-    challenge = parse_challenge(header)
-    assert challenge is not None
-    assert challenge.scheme == "bearer"
-    assert challenge.params == {
-        "realm": "https://auth.example/token",
-        "service": "registry.example",
-        "scope": "repository:a/b:pull,push",
-    }
-    basic = parse_challenge('Basic realm="x"')
-    assert basic is not None
-    assert basic.scheme == "basic"
-    assert basic.params == {"realm": "x"}
-    assert parse_challenge(None) is None
 
 
 async def test_basic_auth_wrong_password_and_anonymous_are_refused(
@@ -86,3 +68,33 @@ async def test_bearer_wrong_password_names_registry(oci_token_registry: Registry
             await client.get_manifest("team/app", "v1")
     assert oci_token_registry.host in str(info.value)
     assert "nope" not in str(info.value)
+
+
+async def test_transient_failures_are_retried(edge_registry: str, oci_registry: RegistryServer) -> None:
+    import httpx
+
+    async with RegistryClient(edge_registry, retries=3) as src, RegistryClient(oci_registry.host) as dst:
+        result = await copy_image(src, "flaky/app", "v1", dst, "from-flaky/app", "v1")
+        assert result.blobs_copied == 2
+    hits = httpx.get(f"http://{edge_registry}/stats").json()
+    assert hits["/v2/flaky/app/manifests/v1"] == 3  # two 503s, then the manifest
+    assert skopeo_raw_digest(f"{oci_registry.host}/from-flaky/app:v1") == result.manifest.digest
+
+
+async def test_transient_failures_give_up_after_the_retries(edge_registry: str) -> None:
+    from handlers.oci.errors import TransientError
+
+    async with RegistryClient(edge_registry, retries=0) as src:
+        with pytest.raises(TransientError) as info:
+            await src.get_manifest("flaky/app", "never-before-seen")
+    assert f"{edge_registry}/flaky/app:never-before-seen" in str(info.value)
+    assert "503" in str(info.value)
+
+
+async def test_manifest_digest_mismatch(edge_registry: str) -> None:
+    from handlers.oci.errors import DigestMismatch
+
+    async with RegistryClient(edge_registry) as src:
+        with pytest.raises(DigestMismatch) as info:
+            await src.get_manifest("liar/app", "v1")
+    assert f"{edge_registry}/liar/app:v1" in str(info.value)
