@@ -200,9 +200,8 @@ def main() -> None:
         def med(rows: list[dict[str, Any]], key: str) -> float:
             return float(statistics.median(row[key] for row in rows))
 
-        print(
-            f"\n{'round':>5} {'ours copy s':>12} {'ours proc s':>12} {'start-up s':>11} {'skopeo s':>9} {'chunked s':>10}"
-        )
+        header = ("round", "ours copy s", "ours proc s", "start-up s", "skopeo s", "chunked s")
+        print("\n{:>5} {:>12} {:>12} {:>11} {:>9} {:>10}".format(*header))
         for r in range(args.rounds):
             print(
                 f"{r:>5} {ours[r]['copy_s']:>12.2f} {ours[r]['wall']:>12.2f} {ours[r]['startup_s']:>11.2f}"
