@@ -80,10 +80,8 @@ def test_build_plan_apply_teardown_through_the_control_plane(
         result = operator.result(plan_job["id"])
         assert result["success"] is True
         assert result["contents_gzip"]
-        assert (
-            state_of(operator, workspace_id) in (None, {})
-            or not state_of(operator, workspace_id)["resources"]
-        )
+        before = state_of(operator, workspace_id)
+        assert before is None or not before.get("resources"), "a plan applies nothing"
 
         apply_job = operator.submit(
             "terraform-deploy",
