@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -22,12 +21,11 @@ from starlette.routing import Route
 from controlplane import routes_jobs, routes_logs, routes_operator, routes_runners, routes_terraform
 from controlplane.errors import APIError
 from controlplane.http import json_response, store_of
+from controlplane.logs import logger
 from controlplane.monitor import Monitor
 from controlplane.openapi import openapi_document
 from controlplane.options import ControlPlaneOptions
 from controlplane.store import Store
-
-log = structlog.get_logger("controlplane")
 
 VERSION = "0.1.0"
 
@@ -49,7 +47,9 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:
-    log.error("unhandled error", method=request.method, path=request.url.path, error=repr(exc))
+    logger("controlplane").error(
+        "unhandled error", method=request.method, path=request.url.path, error=repr(exc)
+    )
     body = {"error": "internal error", "description": type(exc).__name__, "user_error": False}
     return json_response(body, 500)
 
@@ -70,9 +70,11 @@ async def version(request: Request) -> Response:
 
 def create_app(store: Store, options: ControlPlaneOptions | None = None) -> Starlette:
     options = options or ControlPlaneOptions()
-    document = openapi_document(VERSION)
+    document: dict[str, Any] = {}
 
     async def openapi(request: Request) -> Response:
+        if not document:  # built on first request: it needs every body schema
+            document.update(openapi_document(VERSION))
         return json_response(document)
 
     @asynccontextmanager

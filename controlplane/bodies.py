@@ -19,7 +19,8 @@ Name = Annotated[StrictStr, Field(max_length=256)]
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # Schemas are built on first use: the server starts faster and most bodies are rare.
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
 class HeartBeatBody(Body):
@@ -74,7 +75,7 @@ class SubmitJobBody(Body):
 class SettingsPatchBody(BaseModel):
     """Operator API: change a runner's settings live. Unknown fields are refused."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     container_image_url: StrictStr | None = None
     container_image_tag: StrictStr | None = None

@@ -191,7 +191,8 @@ def _jobs_table(jobs: list[dict[str, Any]], title: str | None = None) -> Table:
     from rich.table import Table
 
     table = Table(title=title)
-    for column in ("id", "type", "group", "status", "description", "created"):
+    table.add_column("id", no_wrap=True)
+    for column in ("type", "group", "status", "description", "created"):
         table.add_column(column, overflow="fold")
     for job in jobs:
         table.add_row(

@@ -12,13 +12,11 @@ Restart detection needs no clock: it runs with each heartbeat (``Store.heartbeat
 from __future__ import annotations
 
 import anyio
-import structlog
 
+from controlplane.logs import logger
 from controlplane.options import ControlPlaneOptions
 from controlplane.store import Store
 from controlplane.wire import seconds_to_ns
-
-log = structlog.get_logger("controlplane.monitor")
 
 #: Run housekeeping (heartbeat pruning) every this many ticks.
 PRUNE_EVERY = 7200
@@ -33,7 +31,7 @@ class Monitor:
     async def tick(self) -> None:
         report = await self.store.monitor_tick(seconds_to_ns(self.options.heartbeat_offline_after))
         if report:
-            log.info(
+            logger("controlplane.monitor").info(
                 "monitor",
                 available_timeouts=report.available_timeouts,
                 retried=report.retried,
@@ -51,5 +49,5 @@ class Monitor:
             try:
                 await self.tick()
             except Exception:  # noqa: BLE001 - the monitor must outlive one bad tick
-                log.exception("monitor tick failed")
+                logger("controlplane.monitor").exception("monitor tick failed")
             await anyio.sleep(self.options.monitor_interval)

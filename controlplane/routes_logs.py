@@ -25,7 +25,6 @@ from controlplane.http import (
     read_body,
     store_of,
 )
-from controlplane.otlp import OTLPDecodeError, decode_logs, decompress
 
 _PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf", "application/octet-stream", "")
 #: Decoding a batch this large or larger happens in a worker thread, off the event loop.
@@ -46,6 +45,8 @@ async def write_logs(request: Request) -> Response:
         raise UnsupportedMediaType(
             f"logs must be an OTLP/HTTP protobuf ExportLogsServiceRequest, not {content_type!r}"
         )
+    from controlplane.otlp import OTLPDecodeError, decode_logs, decompress  # protobuf: on first use
+
     limit = options_of(request).max_body_bytes
     body = await read_body(request)
     try:

@@ -18,15 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import structlog
 import uvicorn
 
 from controlplane.app import VERSION, create_app
 from controlplane.options import CREDENTIALS_FILE, DATABASE_FILE, ControlPlaneOptions, Credentials
 from controlplane.store import Store
 from controlplane.wire import seconds_to_ns
-
-log = structlog.get_logger("controlplane")
 
 
 class _Server(uvicorn.Server):
