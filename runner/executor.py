@@ -141,6 +141,13 @@ def classify(
     return Failure(ExecutionStatus.FAILED, ErrorCode.INTERNAL, step, "job ended without an outcome")
 
 
+def unwrap(exc: BaseException) -> BaseException:
+    """The handler's own exception out of the task group's ExceptionGroup wrapping."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def failure_result(failure: Failure, *, job: RunnerJob, handler_name: str, logs_lost: int) -> ResultRequest:
     """A failure result the server keeps: the reference server drops results without contents."""
     metadata: dict[str, str | None] = {
@@ -374,7 +381,7 @@ class JobRun:
                                 tg.cancel_scope.cancel()
                         cleanup_done = True
                     except Exception as exc:
-                        error = exc
+                        error = unwrap(exc)
                 self._work_scope = None
                 if scope.cancelled_caught or error is not None:
                     deadline_hit = scope.cancelled_caught and self.abort_reason is None

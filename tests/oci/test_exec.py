@@ -108,11 +108,6 @@ def test_container_image_build_through_runner_exec(
     assert skopeo_raw_digest(f"{oci_registry_b.host}/e2e/build:bldE2E") == pushed.digest
 
 
-@pytest.mark.xfail(
-    reason="runner/executor.py classifies the ExceptionGroup of its watcher task group instead of the"
-    " HandlerError inside it (lead: unwrap single-leaf groups); the handler-level tests pass",
-    strict=False,
-)
 def test_bad_input_fails_the_job_with_a_clear_message(oci_registry: RegistryServer, tmp_path: Path) -> None:
     plan = {
         "src_registry": {"RegistryType": "quay", "Repository": f"{oci_registry.host}/e2e/app"},
