@@ -124,8 +124,8 @@ class Bench:
         raw = base64.urlsafe_b64decode(ctx.result.contents_compressed or "")
         return plan, raw
 
-    async def runner_apply(self) -> tuple[float, float]:
-        """(whole apply-plan job, terraform apply alone) in seconds."""
+    async def runner_apply(self) -> tuple[float, float, float, float]:
+        """(whole apply-plan job, terraform apply, init, show -json) in seconds."""
         workspace_id = self.stub.add_workspace()
         plan, raw = await self.plan_for(workspace_id)
         apply = plan.model_copy(update={"apply_plan_contents": base64.b64encode(raw).decode()})
@@ -135,8 +135,7 @@ class Bench:
         assert len(self.stub.resources(workspace_id)) == 1, "the runner applied the plan"
         assert ctx.outputs == {"first": "bench-0"}
         log: ListJobLog = ctx.log  # type: ignore[assignment]
-        apply_seconds = _child_seconds(log, "apply")
-        return wall, apply_seconds
+        return wall, _child_seconds(log, "apply"), _child_seconds(log, "init"), _child_seconds(log, "show")
 
     async def bare_apply(self) -> tuple[float, float]:
         """(terraform init + apply, apply alone) in seconds, straight to the backend."""
@@ -176,13 +175,13 @@ class Bench:
 
 
 def _child_seconds(log: ListJobLog, command: str) -> float:
-    """The runtime the process runner logged for ``terraform <command>``."""
-    seen_command = False
+    """Seconds between the process runner's ``$ terraform <command>`` and ``exited`` records."""
+    started: float | None = None
     for record in log.records:
         if record.message.startswith("$ ") and f" {command} " in record.message + " ":
-            seen_command = True
-        elif seen_command and "exited with code" in record.message:
-            return float(record.message.rsplit(" after ", 1)[1].rstrip("s"))
+            started = record.at
+        elif started is not None and "exited with code" in record.message:
+            return record.at - started
     return float("nan")
 
 
@@ -190,7 +189,7 @@ async def measure(bench: Bench, rounds: int, resources: int) -> None:
     # Warm-up: page cache, the binary, the plugin cache dir.
     await bench.runner_apply()
     await bench.bare_apply()
-    runner: list[tuple[float, float]] = []
+    runner: list[tuple[float, float, float, float]] = []
     bare: list[tuple[float, float]] = []
     print(f"apply-plan of {resources} terraform_data resources, {rounds} rounds")
     print(
@@ -213,6 +212,13 @@ async def measure(bench: Bench, rounds: int, resources: int) -> None:
     print(f"ratio   runner / bare (init + apply) {job / bare_total:.3f}  (target <= 1.10)")
     print(f"ratio   runner / bare (apply alone)  {job / bare_apply:.3f}")
     print(f"ratio   apply command, runner / bare {job_apply / bare_apply:.3f}")
+    init = statistics.median(r[2] for r in runner)
+    show = statistics.median(r[3] for r in runner)
+    other = job - job_apply - init - show
+    print(
+        f"runner job breakdown (medians): init {init:.3f}s, apply {job_apply:.3f}s, "
+        f"show -json for state-json and outputs {show:.3f}s, everything else {other:.3f}s"
+    )
     await bench.api.aclose()
 
 

@@ -2,13 +2,17 @@
 
 ``<workspace>/module`` (deploy) or ``<workspace>/source/<path>`` (sandbox) holds the module;
 ``<workspace>/.runner`` (0700) holds what the runner adds: variable files, the CLI config, the
-kubeconfig (0600), policies and the plan file. The module gets exactly one file of ours,
-``runner_backend_override.tf``, which forces ``backend "http" {}``: an override file replaces a
-``backend`` or ``cloud`` block the module declares (with a warning), and adds one if it has none.
+kubeconfig and the plan file (all 0600). The module gets two things of ours:
+``runner_backend_override.tf``, which forces ``backend "http" {}`` (an override file replaces a
+``backend`` or ``cloud`` block the module declares, with a warning, and adds one if it has none),
+and, when the plan carries policies, ``.runner-policies/`` passed as ``kyverno_policy_dir``. That
+path is relative to the module directory on purpose: a saved plan records variable values, so
+the apply job must find the policies at the same path the plan job used.
 
 Variables: plan ``vars`` become ``plan-vars.tfvars.json``; each ``vars_files`` entry is JSON
 when it looks like JSON (and then it must parse) and HCL otherwise, and is named after its index
-so terraform's own error points back at the plan (``vars_files-1.tfvars``).
+so terraform's own error points back at the plan (``vars_files-1.tfvars``). They are passed with
+``-var-file`` to ``plan`` only: an apply of a saved plan takes its variables from the plan.
 """
 
 from __future__ import annotations

@@ -65,6 +65,8 @@ class Record:
     level: str
     message: str
     attrs: dict[str, Any]
+    #: ``time.perf_counter()`` when the record was logged (the bench times steps with it).
+    at: float = field(default_factory=time.perf_counter)
 
 
 class ListJobLog:
