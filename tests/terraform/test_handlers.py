@@ -27,6 +27,7 @@ from handlers.terraform.workspace import InvalidInput
 from runner.api.plans import SandboxRunPlan
 from tests.support.terraform import (
     BackendStub,
+    GitServer,
     JobFactory,
     TfJob,
     data_module,
@@ -471,3 +472,22 @@ def test_cancel_during_local_exec_leaves_no_process_and_no_lock(
         assert released, "terraform was killed holding the lock: the runner released its own lock ID"
     else:
         assert not released, "terraform released its lock itself during the grace period"
+
+
+def test_sandbox_from_a_git_source(
+    tf_job: JobFactory, tf_backend: BackendStub, git_server: GitServer
+) -> None:
+    files = {f"sandbox/{name}": text for name, text in data_module(1).items()}
+    url = git_server.create("sandbox-repo", files)
+    ws = tf_backend.add_workspace()
+    plan = SandboxRunPlan.model_validate(
+        {
+            "git_source": {"url": url, "ref": "main", "path": "sandbox"},
+            "terraform_backend": {"WorkspaceID": ws},
+        }
+    )
+    planned = run(tf_job, plan, "create-apply-plan")
+    applied = run(tf_job, apply_plan_from(plan, planned), "apply-plan")
+    assert applied.ctx.outputs is not None
+    assert applied.ctx.outputs["names"] == ["demo-0"]
+    assert any("sandbox module ready" in m for m in applied.log.messages())

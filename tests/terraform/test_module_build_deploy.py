@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import stat
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -158,3 +159,76 @@ def test_deploy_of_a_missing_artifact_fails_before_terraform(
         job.run_sync()
     assert type(info.value).__name__ in ("NotFound", "RegistryError")
     assert not [m for m in job.log.messages() if "terraform init" in m]
+
+
+ENV_MODULE = {
+    "main.tf": """
+resource "terraform_data" "env" {
+  provisioner "local-exec" {
+    command = "env | sort > tf-env.txt && cp \\"$KUBECONFIG\\" kubeconfig-copy.yaml"
+  }
+}
+"""
+}
+
+
+def test_deploy_env_credentials_and_kubeconfig_reach_terraform_only(
+    tmp_path: Path,
+    tf_job: JobFactory,
+    tf_backend: BackendStub,
+    git_server: GitServer,
+    oci_registry: RegistryServer,
+) -> None:
+    url = git_server.create("envmod", {f"modules/app/{k}": v for k, v in ENV_MODULE.items()})
+    registry = registry_config(oci_registry, "org/envmod")
+    build(tf_job, url, registry, owner_id="bld-env")
+    ws = tf_backend.add_workspace()
+    plan = DeployPlan.model_validate(
+        {
+            "src_registry": registry,
+            "src_tag": "bld-env",
+            "terraform": {
+                "terraform_backend": {"WorkspaceID": ws},
+                "env_vars": {"TF_VAR_region": "eu-west-1", "DEPLOY_API_TOKEN": "deploy-token-123456"},
+                "aws_auth": {
+                    "region": "eu-west-1",
+                    "static": {"access_key_id": "AKIATESTKEY", "secret_access_key": "aws-secret-abcdef"},
+                },
+                "azure_auth": {
+                    "service_principal": {"subscription_id": "sub-1", "subscription_tenant_id": "ten-1"}
+                },
+                "cluster_info": {"id": "prod", "endpoint": "kube.example.internal", "ca_data": "Q0EK"},
+            },
+        }
+    )
+    planned = tf_job(TerraformDeployHandler, plan, job_type="terraform-deploy", operation="create-apply-plan")
+    planned.run_sync()
+    assert planned.ctx.result is not None
+    stored = base64.urlsafe_b64decode(planned.ctx.result.contents_compressed or "")
+    applied = tf_job(
+        TerraformDeployHandler,
+        plan.model_copy(update={"apply_plan_contents": base64.b64encode(stored).decode()}),
+        job_type="terraform-deploy",
+        operation="apply-plan",
+    )
+    applied.run_sync()
+    module_dir = applied.ctx.workspace / "module"
+    env = dict(
+        line.split("=", 1) for line in (module_dir / "tf-env.txt").read_text().splitlines() if "=" in line
+    )
+    assert env["TF_VAR_region"] == "eu-west-1"
+    assert env["AWS_ACCESS_KEY_ID"] == "AKIATESTKEY"
+    assert env["AWS_REGION"] == "eu-west-1"
+    assert env["ARM_SUBSCRIPTION_ID"] == "sub-1"
+    assert env["ARM_TENANT_ID"] == "ten-1"
+    assert env["TF_IN_AUTOMATION"] == "1"
+    assert env["CHECKPOINT_DISABLE"] == "1"
+    assert env["TF_HTTP_ADDRESS"].startswith("http://127.0.0.1:")
+    assert tf_backend.token not in (module_dir / "tf-env.txt").read_text()
+    assert "RUNNER_API_TOKEN" not in env
+    kubeconfig = Path(env["KUBECONFIG"])
+    assert stat.S_IMODE(kubeconfig.stat().st_mode) == 0o600
+    assert "https://kube.example.internal" in (module_dir / "kubeconfig-copy.yaml").read_text()
+    text = applied.log.text() + planned.log.text()
+    assert "aws-secret-abcdef" not in text
+    assert "deploy-token-123456" not in text
