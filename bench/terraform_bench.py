@@ -14,7 +14,11 @@ Rounds alternate the two so drift hits both. Prints each round, the medians, and
 runner/bare (target <= 1.10) against bare ``init + apply`` (what applying a saved plan in a
 fresh checkout takes) and against the ``apply`` command alone.
 
-Usage: ``python bench/terraform_bench.py [--rounds N] [--resources N]``.
+The runner's fixed cost over bare terraform is the ``terraform show -json`` the contract needs
+for ``state-json`` (and the outputs), about 0.2 s here whatever the module; ``--work-ms`` gives
+each resource a ``local-exec`` sleep to see that cost against an apply that does some work.
+
+Usage: ``python bench/terraform_bench.py [--rounds N] [--resources N] [--work-ms N]``.
 """
 
 from __future__ import annotations
@@ -48,11 +52,19 @@ from runner.redact import Redactor  # noqa: E402
 from tests.support.terraform import BackendStub, ListJobLog, start_backend_stub  # noqa: E402
 
 
-def module_files(resources: int) -> str:
+def module_files(resources: int, work_ms: int = 0) -> str:
+    provisioner = (
+        f"""
+  provisioner "local-exec" {{
+    command = "sleep {work_ms / 1000:.3f}"
+  }}"""
+        if work_ms
+        else ""
+    )
     return f"""
 resource "terraform_data" "item" {{
   count = {resources}
-  input = "bench-${{count.index}}"
+  input = "bench-${{count.index}}"{provisioner}
 }}
 
 output "first" {{
@@ -62,12 +74,12 @@ output "first" {{
 
 
 class Bench:
-    def __init__(self, work: Path, stub: BackendStub, resources: int) -> None:
+    def __init__(self, work: Path, stub: BackendStub, resources: int, work_ms: int = 0) -> None:
         self.work = work
         self.stub = stub
         self.module = work / "module"
         self.module.mkdir()
-        (self.module / "main.tf").write_text(module_files(resources))
+        (self.module / "main.tf").write_text(module_files(resources, work_ms))
         self.tools = work / "tools"
         self.counter = 0
         self.api = RunnerClient(stub.url, stub.token, "bench")
@@ -226,6 +238,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--resources", type=int, default=50)
+    parser.add_argument(
+        "--work-ms",
+        type=int,
+        default=0,
+        help="give each resource a local-exec sleep of this many ms (a module whose apply does real work)",
+    )
     args = parser.parse_args()
     if not shutil.which("terraform"):
         sys.exit("terraform is not on PATH")
@@ -234,7 +252,7 @@ def main() -> None:
     stub = start_backend_stub()
     work = Path(tempfile.mkdtemp(prefix="tf-bench-"))
     try:
-        anyio.run(measure, Bench(work, stub, args.resources), args.rounds, args.resources)
+        anyio.run(measure, Bench(work, stub, args.resources, args.work_ms), args.rounds, args.resources)
     finally:
         stub.stop()
         shutil.rmtree(work, ignore_errors=True)
