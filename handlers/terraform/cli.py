@@ -57,7 +57,7 @@ class TerraformCLI:
             raise TerraformFailed(
                 f"terraform {step} failed (exit code {result.returncode})"
                 + (f": {summary}" if summary else ""),
-                step=step,
+                terraform_command=step,
                 exit_code=result.returncode,
                 diagnostics=json.dumps([d.render() for d in output.errors()][:10])
                 if output.errors()
@@ -94,6 +94,6 @@ class TerraformCLI:
             data = json.loads(result.stdout or b"{}")
         except json.JSONDecodeError as exc:
             raise TerraformFailed(
-                f"terraform output -json printed invalid JSON: {exc}", step="output"
+                f"terraform output -json printed invalid JSON: {exc}", terraform_command="output"
             ) from exc
         return data if isinstance(data, dict) else {}

@@ -154,7 +154,13 @@ def test_locked_workspace_and_cancel_during_a_provisioner(
         blocked = operator.submit("sandbox-terraform", plan=plan, operation="create-apply-plan")
         done = operator.wait_job(blocked["id"], TERMINAL, timeout=90)
         assert done["status"] == "failed"
-        assert "held-by-someone-else" in json.dumps(operator.result(blocked["id"]))
+        failure = operator.result(blocked["id"])["error_metadata"]
+        assert failure["message"].startswith(
+            f"workspace {workspace_id} is locked by lock ID held-by-someone-else"
+        )
+        assert "ops@elsewhere" in failure["message"]
+        assert failure["lock_holder"] == "held-by-someone-else"
+        assert failure["step"] == "execute"
         operator.request("POST", f"/v1/terraform-workspaces/{workspace_id}/unlock", json=holder)
 
         plan_job = operator.submit("sandbox-terraform", plan=plan, operation="create-apply-plan")

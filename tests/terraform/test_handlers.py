@@ -252,7 +252,7 @@ resource "terraform_data" "broken" {
     assert message.startswith("terraform apply failed (exit code 1): ")
     assert "local-exec provisioner error" in message
     assert "exit status 3" in message
-    assert info.value.details["step"] == "apply"
+    assert info.value.details["terraform_command"] == "apply"
     assert "error-apply ran" in job.log.messages()
     assert "post-apply ran" not in job.log.messages()
     assert ws not in tf_backend.state.locks

@@ -101,5 +101,6 @@ def test_a_plan_without_a_workspace_fails_clearly(tmp_path: Path) -> None:
     assert code == 1
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["success"] is False
-    assert "WorkspaceID" in json.dumps(result)
+    assert "WorkspaceID" in result["error_metadata"]["message"]
+    assert result["error_metadata"]["step"] == "prepare"
     assert "terraform init" not in err, "nothing ran"
