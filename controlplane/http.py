@@ -22,6 +22,8 @@ from controlplane.wire import dumps
 M = TypeVar("M", bound=BaseModel)
 
 JSON_TYPE = "application/json"
+#: Largest integer query parameter (offsets, pages): SQLite integers are 64-bit.
+QUERY_INT_MAX = 2**31 - 1
 
 
 class JSONResponse(Response):
@@ -124,6 +126,8 @@ def query_int(
         raise BadRequest(f"invalid {name}: {raw!r} is not an integer", error=f"invalid {name}") from None
     if value < minimum:
         raise BadRequest(f"invalid {name}: must be at least {minimum}", error=f"invalid {name}")
+    if value > QUERY_INT_MAX:
+        raise BadRequest(f"invalid {name}: must be at most {QUERY_INT_MAX}", error=f"invalid {name}")
     if maximum is not None and value > maximum:
         value = maximum
     return value

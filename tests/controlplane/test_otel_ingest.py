@@ -20,14 +20,18 @@ pytestmark = pytest.mark.integration
 def _provider(url: str, token: str, compression: Compression, batch: bool) -> LoggerProvider:
     resource = Resource.create({"service.name": "runner", "runner.id": "run-under-test"})
     provider = LoggerProvider(resource=resource)
-    exporter = OTLPLogExporter(endpoint=url, headers={"Authorization": f"Bearer {token}"}, compression=compression)
+    exporter = OTLPLogExporter(
+        endpoint=url, headers={"Authorization": f"Bearer {token}"}, compression=compression
+    )
     processor = BatchLogRecordProcessor(exporter) if batch else SimpleLogRecordProcessor(exporter)
     provider.add_log_record_processor(processor)
     return provider
 
 
 @pytest.mark.parametrize(
-    ("compression", "batch"), [(Compression.NoCompression, False), (Compression.Gzip, True)], ids=["plain", "gzip"]
+    ("compression", "batch"),
+    [(Compression.NoCompression, False), (Compression.Gzip, True)],
+    ids=["plain", "gzip"],
 )
 def test_real_otlp_exporter_records_arrive_in_order_with_attributes(
     embedded_control_plane: EmbeddedControlPlane, compression: Compression, batch: bool

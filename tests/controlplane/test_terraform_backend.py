@@ -18,7 +18,14 @@ import pytest
 from tests.support.controlplane import EmbeddedControlPlane
 from tests.support.tools import require_tool
 
-STATE = {"version": 4, "terraform_version": "1.11.4", "serial": 1, "lineage": "l1", "outputs": {}, "resources": []}
+STATE = {
+    "version": 4,
+    "terraform_version": "1.11.4",
+    "serial": 1,
+    "lineage": "l1",
+    "outputs": {},
+    "resources": [],
+}
 LOCK = {
     "ID": "11111111-2222-3333-4444-555555555555",
     "Operation": "OperationTypeApply",
@@ -53,7 +60,9 @@ def test_state_history_get_latest_or_204(cp: EmbeddedControlPlane, workspace: st
         assert tf.get("/v1/terraform-backend", params={"workspace_id": workspace}).status_code == 204
         for serial in (1, 2, 3):
             response = tf.post(
-                "/v1/terraform-backend", params={"workspace_id": workspace, "job_id": "job1"}, json={**STATE, "serial": serial}
+                "/v1/terraform-backend",
+                params={"workspace_id": workspace, "job_id": "job1"},
+                json={**STATE, "serial": serial},
             )
             assert response.status_code == 200
             assert response.content == b""
@@ -64,14 +73,28 @@ def test_state_history_get_latest_or_204(cp: EmbeddedControlPlane, workspace: st
         assert [r["revision"] for r in revisions] == [3, 2, 1]
         assert tf.get("/v1/terraform-backend").status_code == 400  # workspace_id required
         assert tf.get("/v1/terraform-backend", params={"workspace_id": "tfwnope"}).status_code == 404
-        assert tf.post("/v1/terraform-backend", params={"workspace_id": workspace}, content=b"not json").status_code == 400
-        assert tf.post("/v1/terraform-backend", params={"workspace_id": workspace}, json=[1]).status_code == 400
-        assert tf.post("/v1/terraform-backend", params={"workspace_id": workspace}, json={"serial": "x"}).status_code == 400
+        assert (
+            tf.post(
+                "/v1/terraform-backend", params={"workspace_id": workspace}, content=b"not json"
+            ).status_code
+            == 400
+        )
+        assert (
+            tf.post("/v1/terraform-backend", params={"workspace_id": workspace}, json=[1]).status_code == 400
+        )
+        assert (
+            tf.post(
+                "/v1/terraform-backend", params={"workspace_id": workspace}, json={"serial": "x"}
+            ).status_code
+            == 400
+        )
         assert tf.delete("/v1/terraform-backend", params={"workspace_id": workspace}).status_code == 200
 
 
 @pytest.mark.integration
-def test_lock_conflict_is_423_with_the_holder_and_writes_need_its_id(cp: EmbeddedControlPlane, workspace: str) -> None:
+def test_lock_conflict_is_423_with_the_holder_and_writes_need_its_id(
+    cp: EmbeddedControlPlane, workspace: str
+) -> None:
     lock_url = f"/v1/terraform-workspaces/{workspace}/lock"
     unlock_url = f"/v1/terraform-workspaces/{workspace}/unlock"
     with httpx.Client(base_url=cp.url, params={"token": cp.runner_token}) as tf:
@@ -87,7 +110,10 @@ def test_lock_conflict_is_423_with_the_holder_and_writes_need_its_id(cp: Embedde
         wrong = tf.post("/v1/terraform-backend", params={**state, "ID": "someone-else"}, json=STATE)
         assert wrong.status_code == 409
         assert wrong.json()["ID"] == LOCK["ID"]
-        assert tf.post("/v1/terraform-backend", params={**state, "ID": LOCK["ID"]}, json=STATE).status_code == 200
+        assert (
+            tf.post("/v1/terraform-backend", params={**state, "ID": LOCK["ID"]}, json=STATE).status_code
+            == 200
+        )
         bad_unlock = tf.post(unlock_url, json={**LOCK, "ID": "someone-else"})
         assert bad_unlock.status_code == 409
         assert bad_unlock.json()["ID"] == LOCK["ID"]
@@ -109,7 +135,9 @@ def test_state_json_upsert_get_delete_and_workspace_crud(cp: EmbeddedControlPlan
     with cp.runner_http() as runner, cp.runner_http(cp.admin_token) as admin:
         assert runner.get(base + "/state-json").status_code == 204
         for version in ("1", "2"):
-            response = runner.post(base + "/state-json", params={"job_id": "j"}, content=f'{{"v": {version}}}')
+            response = runner.post(
+                base + "/state-json", params={"job_id": "j"}, content=f'{{"v": {version}}}'
+            )
             assert response.status_code == 200
             assert response.json() == {"message": "terraform state json updated"}
         assert runner.get(base + "/state-json").json() == {"v": 2}
@@ -118,7 +146,9 @@ def test_state_json_upsert_get_delete_and_workspace_crud(cp: EmbeddedControlPlan
         assert runner.post("/v1/terraform-workspaces/tfwnope/state-json", content=b"{}").status_code == 404
         assert [w["id"] for w in runner.get("/v1/terraform-workspaces").json()] == [workspace]
         assert runner.post("/v1/terraform-workspaces", json={"id": "tfwmine"}).status_code == 403
-        chosen = admin.post("/v1/terraform-workspaces", json={"id": "tfwchosen", "owner_id": "o", "owner_type": "t"})
+        chosen = admin.post(
+            "/v1/terraform-workspaces", json={"id": "tfwchosen", "owner_id": "o", "owner_type": "t"}
+        )
         assert chosen.status_code == 201
         assert chosen.json()["id"] == "tfwchosen"
         assert admin.post("/v1/terraform-workspaces", json={"id": "tfwchosen"}).status_code == 409
@@ -154,7 +184,9 @@ output "name" {
 
 
 class Terraform:
-    def __init__(self, binary: str, directory: Path, cp: EmbeddedControlPlane, workspace: str, job_id: str) -> None:
+    def __init__(
+        self, binary: str, directory: Path, cp: EmbeddedControlPlane, workspace: str, job_id: str
+    ) -> None:
         self.binary = binary
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
@@ -178,7 +210,12 @@ class Terraform:
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [self.binary, *args], cwd=self.directory, env=self.env, capture_output=True, text=True, timeout=120
+            [self.binary, *args],
+            cwd=self.directory,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"terraform {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
