@@ -51,7 +51,7 @@ class LogPipeline:
         memory_max_records: int = 20_000,
         tee: Callable[[LogRecord], None] | None = None,
         metrics: LogMetrics | None = None,
-        compress_min_bytes: int | None = 16 * 1024,
+        compress_min_bytes: int | None = 8 * 1024,
         post_timeout: float = 30.0,
         backoff_max: float = 5.0,
     ) -> None:

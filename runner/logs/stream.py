@@ -52,6 +52,8 @@ log = structlog.get_logger("runner.logs")
 _now_ns = time.time_ns
 _ENCODE_SLICE = 256  # records encoded between two yields to the event loop
 _ATTR_CACHE_MAX = 4096
+#: Requests one refused batch may cost while its bad records are isolated by halving.
+_SPLIT_BUDGET = 48
 
 
 @dataclass
@@ -61,7 +63,7 @@ class ShipperSettings:
     flush_interval: float = 0.2
     memory_max_records: int = 20_000
     #: Bodies at least this large are sent gzip-compressed (None: never).
-    compress_min_bytes: int | None = 16 * 1024
+    compress_min_bytes: int | None = 8 * 1024
     post_timeout: float = 30.0
     backoff_base: float = 0.1
     backoff_max: float = 5.0
@@ -506,7 +508,7 @@ class JobLogStream:
             while j < len(frames) and (j == i or size + len(frames[j]) <= limit):
                 size += len(frames[j])
                 j += 1
-            resolved = await self._deliver(frames[i:j])
+            resolved = await self._deliver(frames[i:j], [_SPLIT_BUDGET])
             if resolved < j - i:
                 self._trim(batch, i + resolved)
                 return False
@@ -523,8 +525,17 @@ class JobLogStream:
                 self._spool.commit(start, len(head))
                 batch.spool_range = (start, batch.spool_range[1])
 
-    async def _deliver(self, frames: list[bytes]) -> int:
-        """How many frames from the start were resolved (delivered or lost) before an outage."""
+    async def _deliver(self, frames: list[bytes], budget: list[int]) -> int:
+        """How many frames from the start were resolved (delivered or lost) before an outage.
+
+        A refused request is split in halves to isolate the records the server will not take;
+        ``budget`` caps the requests spent on that, so a server refusing everything costs a few
+        dozen requests per batch, not one per record.
+        """
+        if budget[0] <= 0:
+            self._lose(len(frames), "records rejected by the server")
+            return len(frames)
+        budget[0] -= 1
         status = await self._post(frames)
         if status is _Status.OK:
             self._delivered += len(frames)
@@ -535,14 +546,20 @@ class JobLogStream:
         if status is _Status.DROP:
             self._lose(len(frames), "log stream not found")
             return len(frames)
+        if budget[0] == _SPLIT_BUDGET - 1:
+            log.warning(
+                "the control plane rejected a log batch; isolating the records it refuses",
+                records=len(frames),
+                log_stream_id=self.log_stream_id,
+            )
         if len(frames) == 1:
-            self._lose(1, "record rejected by the server")
-            return 1
+            self._lose(len(frames), "records rejected by the server")
+            return len(frames)
         middle = len(frames) // 2
-        left = await self._deliver(frames[:middle])
+        left = await self._deliver(frames[:middle], budget)
         if left < middle:
             return left
-        return middle + await self._deliver(frames[middle:])
+        return middle + await self._deliver(frames[middle:], budget)
 
     async def _post(self, frames: Sequence[bytes]) -> _Status:
         shared = self._shared
@@ -592,12 +609,7 @@ class JobLogStream:
                     continue
                 if exc.status in (404, 410):
                     return _Status.DROP
-                log.warning(
-                    "the control plane rejected a log batch",
-                    status=exc.status,
-                    records=len(frames),
-                    log_stream_id=self.log_stream_id,
-                )
+                log.debug("the control plane rejected log records", status=exc.status, records=len(frames))
                 return _Status.REJECTED
             except TransportError as exc:
                 shared.metrics.export_failures += 1

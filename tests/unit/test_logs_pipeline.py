@@ -404,6 +404,19 @@ async def test_a_batch_too_large_is_split(tmp_path: Path) -> None:
     assert fake.bodies() == [f"line {i}" for i in range(100)]
 
 
+async def test_a_server_refusing_everything_costs_a_bounded_number_of_requests(tmp_path: Path) -> None:
+    fake = FakeLogEndpoint()
+    fake.status = 400
+    async with running(fake, tmp_path, batch_max_records=1000) as pipeline:
+        stream = open_stream(pipeline)
+        for i in range(1000):
+            stream.logger.info(f"line {i}")
+        report = await stream.close(deadline=deadline())
+    assert report.lost == 1000
+    assert report.spooled == 0
+    assert len(fake.requests) <= 48 + 1  # + the one gzip attempt
+
+
 async def test_an_unknown_log_stream_loses_its_records_without_retrying_forever(tmp_path: Path) -> None:
     fake = FakeLogEndpoint()
     fake.known_streams = {"log1"}
