@@ -83,8 +83,14 @@ def b64std(data: bytes | None) -> str | None:
 
 
 def b64url_decode(text: str) -> bytes:
-    """Base64-URL as the runner sends it (padded, but tolerate missing padding)."""
+    """Base64-URL as the runner sends it (padded, but tolerate missing padding).
+
+    ``+`` and ``/`` are refused like Go's ``base64.URLEncoding`` does: a runner that sends
+    standard base64 here has a bug worth seeing.
+    """
     cleaned = text.strip()
+    if "+" in cleaned or "/" in cleaned:
+        raise ValueError("not valid base64url: '+' or '/' (standard base64?)")
     cleaned += "=" * (-len(cleaned) % 4)
     try:
         return base64.b64decode(cleaned, altchars=b"-_", validate=True)

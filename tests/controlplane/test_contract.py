@@ -558,13 +558,13 @@ def test_long_poll_returns_empty_list_when_the_wait_ends(
 def _otlp_body(bodies: list[str], **attributes: str) -> bytes:
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+    from opentelemetry.proto.logs.v1.logs_pb2 import SEVERITY_NUMBER_INFO, LogRecord, ResourceLogs, ScopeLogs
 
     records = [
         LogRecord(
             time_unix_nano=1_700_000_000_000_000_000 + i,
             severity_text="INFO",
-            severity_number=9,
+            severity_number=SEVERITY_NUMBER_INFO,
             body=AnyValue(string_value=text),
             attributes=[KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in attributes.items()],
         )

@@ -89,7 +89,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
     suppress_health_check=list(HealthCheck),
 )
 def test_every_operation_conforms_and_never_5xx(
-    case: schemathesis.Case, live_control_plane: EmbeddedControlPlane
+    case: schemathesis.Case[Any], live_control_plane: EmbeddedControlPlane
 ) -> None:
     case.call_and_validate(
         base_url=live_control_plane.url,
