@@ -303,11 +303,27 @@ class JobProcessRunner:
         self._secrets = secrets
         self._drain_timeout = drain_timeout
         self._children: dict[int, _Child] = {}
+        #: Children being started (``open_process`` in flight) and ``terminate_all`` calls running:
+        #: a child that appears while its job is being stopped is stopped too.
+        self._starting = 0
+        self._terminating = 0
+        self._changed: anyio.Event | None = None
 
     @property
     def live_pids(self) -> frozenset[int]:
         """Pids of the children (group leaders) started by ``run`` that are not finished yet."""
         return frozenset(self._children)
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def _wait_change(self, timeout: float) -> None:
+        if self._changed is None:
+            self._changed = anyio.Event()
+        with anyio.move_on_after(timeout):
+            await self._changed.wait()
 
     def _mask(self, text: str) -> str:
         return self._secrets.mask(text) if self._secrets is not None else text
@@ -339,6 +355,7 @@ class JobProcessRunner:
         self._log.info(f"$ {shown}", stream="runner")
         started = anyio.current_time()
         # Shielded: a cancellation landing inside process creation must not leave an unowned child.
+        self._starting += 1
         with anyio.CancelScope(shield=True):
             try:
                 process = await anyio.open_process(
@@ -356,8 +373,13 @@ class JobProcessRunner:
                 raise HandlerError(
                     f"cannot start {args[0]}: {reason}", code=ErrorCode.CHILD_PROCESS, argv0=args[0]
                 ) from None
+            finally:
+                self._starting -= 1
         child = _Child(process=process, argv0=args[0], grace=grace)
         self._children[process.pid] = child
+        self._notify()
+        if self._terminating:
+            child.interrupt()
         _log.debug("child started", pid=process.pid, argv0=args[0])
         output = _Output(self._log, line_handler or default_line_handler, capture_stdout)
         try:
@@ -367,6 +389,7 @@ class JobProcessRunner:
                 await process.aclose()
             del self._children[process.pid]
             child.done.set()
+            self._notify()
         elapsed = anyio.current_time() - started
         tail = tuple(self._mask(line) for line in output.stderr_tail)
         self._log.info(
@@ -452,27 +475,32 @@ class JobProcessRunner:
         """SIGINT every live group, wait up to ``grace``, SIGKILL the rest; return when none is left.
 
         The children's own ``run`` calls go on (and raise ``ChildProcessFailed`` for the signal exit
-        when ``check`` is set); this waits until each of them has reaped its child.
+        when ``check`` is set); this waits until each of them has reaped its child. A child whose
+        start was in flight is stopped the same way once it appears.
         """
-        children = list(self._children.values())
-        if not children:
-            return
-        for child in children:
-            child.interrupt()
         wait = self._default_grace if grace is None else grace
-        with anyio.CancelScope(shield=True):
-            with anyio.move_on_after(wait):
-                for child in children:
-                    await child.done.wait()
-            for child in children:
-                if not child.done.is_set():
-                    child.kill()
-            with anyio.move_on_after(self._drain_timeout * 2 + 5.0):
-                for child in children:
-                    await child.done.wait()
-            left = [c.pgid for c in children if not c.done.is_set()]
-            if left:  # pragma: no cover - a run() whose task no longer makes progress
-                _log.warning("children not reaped after SIGKILL", pgids=left)
+        self._terminating += 1
+        try:
+            with anyio.CancelScope(shield=True):
+                deadline = anyio.current_time() + wait
+                while self._children or self._starting:
+                    for child in list(self._children.values()):
+                        child.interrupt()
+                    remaining = deadline - anyio.current_time()
+                    if remaining <= 0:
+                        break
+                    await self._wait_change(remaining)
+                deadline = anyio.current_time() + self._drain_timeout * 2 + 5.0
+                while self._children or self._starting:
+                    for child in list(self._children.values()):
+                        child.kill()
+                    remaining = deadline - anyio.current_time()
+                    if remaining <= 0:  # pragma: no cover - a run() whose task makes no progress
+                        _log.warning("children not reaped after SIGKILL", pids=sorted(self._children))
+                        break
+                    await self._wait_change(min(remaining, 0.5))
+        finally:
+            self._terminating -= 1
 
 
 async def _pump(stream: anyio.abc.ByteReceiveStream, name: str, output: _Output) -> None:

@@ -101,16 +101,32 @@ async def wait_for_file(path: Path, timeout: float = 5.0) -> str:
     return path.read_text()
 
 
-async def wait_for_group(runner: JobProcessRunner, size: int, timeout: float = 5.0) -> list[int]:
-    """Wait until the (single) live child's process group has ``size`` live members."""
+async def wait_for_group(
+    runner: JobProcessRunner, size: int, *, names: set[str] | None = None, timeout: float = 5.0
+) -> list[int]:
+    """Wait until the (single) live child's process group has ``size`` live members.
+
+    ``names``: also wait until those programs run (exec'd, not merely forked: a signal landing
+    between fork and exec hits the shell's copy, not the program).
+    """
     with anyio.fail_after(timeout):
         while True:
             pids = runner.live_pids
             if pids:
                 members = group_members(next(iter(pids)))
-                if len(members) >= size:
+                if len(members) >= size and (names is None or names <= set(program_names(members))):
                     return members
             await anyio.sleep(0.01)
+
+
+def program_names(pids: list[int]) -> list[str]:
+    names = []
+    for pid in pids:
+        try:
+            names.append(psutil.Process(pid).name())
+        except psutil.NoSuchProcess:
+            continue
+    return names
 
 
 # --------------------------------------------------------------------------- environment
@@ -298,10 +314,11 @@ async def test_failing_line_handler_does_not_stall_output(
 async def test_cancel_kills_whole_process_tree(runner: JobProcessRunner) -> None:
     runner._default_grace = 0.5
     pids: list[int] = []
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(runner.run, ["sh", "-c", "sleep 600 & sleep 600"])
-        pids = await wait_for_group(runner, 3)  # sh and both sleeps
-        tg.cancel_scope.cancel()
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.run, ["sh", "-c", "sleep 600 & sleep 600"])
+            pids = await wait_for_group(runner, 3, names={"sh", "sleep"})  # sh and both sleeps
+            tg.cancel_scope.cancel()
     assert len(pids) == 3
     assert all(gone(pid) for pid in pids), [(p, gone(p)) for p in pids]
     assert runner.live_pids == frozenset()
@@ -310,12 +327,13 @@ async def test_cancel_kills_whole_process_tree(runner: JobProcessRunner) -> None
 async def test_cancel_sends_sigint_first(runner: JobProcessRunner, tmp_path: Path) -> None:
     marker, ready = tmp_path / "marker", tmp_path / "ready"
     script = f"trap 'sleep 0.3; echo interrupted > {marker}; exit 0' INT; echo ok > {ready}; sleep 600"
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(runner.run, ["sh", "-c", script])
-        await wait_for_file(ready)
-        pids = await wait_for_group(runner, 2)
-        cancelled_at = time.perf_counter()
-        tg.cancel_scope.cancel()
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.run, ["sh", "-c", script])
+            await wait_for_file(ready)
+            pids = await wait_for_group(runner, 2, names={"sh", "sleep"})
+            cancelled_at = time.perf_counter()
+            tg.cancel_scope.cancel()
     took = time.perf_counter() - cancelled_at
     assert marker.read_text() == "interrupted\n"
     assert took < 4.0, f"a child that exits on SIGINT should not wait for the {5.0}s grace (took {took:.1f}s)"
@@ -326,12 +344,13 @@ async def test_child_ignoring_sigint_is_killed_after_grace(runner: JobProcessRun
     ready = tmp_path / "ready"
     script = f"trap '' INT; echo ok > {ready}; sleep 600"
     grace = 0.5
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: runner.run(["sh", "-c", script], grace_period=grace))
-        await wait_for_file(ready)
-        pids = await wait_for_group(runner, 2)
-        cancelled_at = time.perf_counter()
-        tg.cancel_scope.cancel()
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: runner.run(["sh", "-c", script], grace_period=grace))
+            await wait_for_file(ready)
+            pids = await wait_for_group(runner, 2, names={"sh", "sleep"})
+            cancelled_at = time.perf_counter()
+            tg.cancel_scope.cancel()
     took = time.perf_counter() - cancelled_at
     assert grace <= took < grace + 3.0
     assert all(gone(pid) for pid in pids)
@@ -347,13 +366,14 @@ async def test_sigint_is_sent_only_once(runner: JobProcessRunner, tmp_path: Path
         f"pathlib.Path({str(ready)!r}).write_text('ok')\n"
         "while True: time.sleep(0.05)\n"
     )
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: runner.run([sys.executable, "-c", script], grace_period=0.6, check=False))
-        await wait_for_file(ready)
-        pids = await wait_for_group(runner, 1)
-        tg.start_soon(runner.terminate_all, 0.6)
-        await anyio.sleep(0.2)
-        tg.cancel_scope.cancel()
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: runner.run([sys.executable, "-c", script], grace_period=0.6, check=False))
+            await wait_for_file(ready)
+            pids = await wait_for_group(runner, 1)
+            tg.start_soon(runner.terminate_all, 0.6)
+            await anyio.sleep(0.2)
+            tg.cancel_scope.cancel()
     assert marker.read_text() == "int\n"
     assert all(gone(pid) for pid in pids)
 
@@ -381,15 +401,16 @@ async def test_terminate_all_interrupts_every_child(runner: JobProcessRunner) ->
         result = await runner.run(["sleep", "600"], check=False)
         results.append(result.returncode)
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run_one)
-        tg.start_soon(run_one)
-        with anyio.fail_after(5):
-            while len(runner.live_pids) < 2:
-                await anyio.sleep(0.01)
-        pids = list(runner.live_pids)
-        await runner.terminate_all(grace=2.0)
-        assert runner.live_pids == frozenset()
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_one)
+            tg.start_soon(run_one)
+            with anyio.fail_after(5):
+                while len(runner.live_pids) < 2:
+                    await anyio.sleep(0.01)
+            pids = list(runner.live_pids)
+            await runner.terminate_all(grace=2.0)
+            assert runner.live_pids == frozenset()
     assert results == [-signal.SIGINT, -signal.SIGINT]
     assert all(gone(pid) for pid in pids)
 
@@ -404,15 +425,31 @@ async def test_terminate_all_kills_after_grace(runner: JobProcessRunner, tmp_pat
         except ChildProcessFailed as exc:
             failures.append(exc)
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run_one)
-        await wait_for_file(ready)
-        started = time.perf_counter()
-        await runner.terminate_all(grace=0.3)
-        took = time.perf_counter() - started
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_one)
+            await wait_for_file(ready)
+            started = time.perf_counter()
+            await runner.terminate_all(grace=0.3)
+            took = time.perf_counter() - started
     assert [f.exit_code for f in failures] == [-signal.SIGKILL]
     assert 0.3 <= took < 3.0
     assert runner.live_pids == frozenset()
+
+
+async def test_terminate_all_catches_a_child_still_starting(runner: JobProcessRunner) -> None:
+    results: list[int] = []
+
+    async def run_one() -> None:
+        results.append((await runner.run(["sleep", "600"], check=False)).returncode)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_one)
+            await anyio.sleep(0)  # run() has begun starting the child, which is not registered yet
+            await runner.terminate_all(grace=2.0)
+            assert runner.live_pids == frozenset()
+    assert results == [-signal.SIGINT]
 
 
 async def test_terminate_all_with_nothing_running(runner: JobProcessRunner) -> None:
