@@ -275,10 +275,10 @@ DEMO_MODULE = Path(__file__).with_name("demo") / "terraform"
 def demo_jobs(state_dir: Path) -> list[DemoJob]:
     """A short tour: noops in three groups, a health check, and a terraform plan -> apply pair."""
     jobs = [
-        DemoJob("noop (operations)", {"type": "noop"}),
-        DemoJob("noop-build (build)", {"type": "noop-build"}),
-        DemoJob("noop-sync (sync)", {"type": "noop-sync"}),
-        DemoJob("health-check (operations)", {"type": "health-check"}),
+        DemoJob("noop", {"type": "noop"}),
+        DemoJob("noop-build", {"type": "noop-build"}),
+        DemoJob("noop-sync", {"type": "noop-sync"}),
+        DemoJob("health-check", {"type": "health-check"}),
     ]
     if shutil.which("terraform") and DEMO_MODULE.is_dir():
         workspace = "tfwdemo0000000000000000000"
@@ -297,7 +297,7 @@ def demo_jobs(state_dir: Path) -> list[DemoJob]:
 
         jobs.append(
             DemoJob(
-                "terraform plan (sandbox)",
+                "terraform plan",
                 {"type": "sandbox-terraform", "operation": "create-apply-plan", "plan": tf_plan},
                 then=apply_body,
             )
@@ -404,7 +404,7 @@ async def run_demo(operator: OperatorAPI, jobs: list[DemoJob], *, timeout: float
                         item.job["_result"] = (
                             await operator.result(str(item.job["id"]), str(latest["id"])) or {}
                         )
-                        follow = DemoJob("terraform apply (sandbox)", item.then(item.job))
+                        follow = DemoJob("terraform apply", item.then(item.job))
                         follow.job = await operator.submit(follow.body)
                         follow.submitted_at = time.monotonic()
                         pending.append(follow)
@@ -422,5 +422,9 @@ async def run_demo(operator: OperatorAPI, jobs: list[DemoJob], *, timeout: float
                 f"[red]{item.title}: {item.job.get('status')} {item.job.get('status_description', '')}"
             )
         return 1
+    for item in pending:
+        outputs = item.job.get("outputs")
+        if outputs:
+            console.print(f"{item.title} outputs: {json.dumps(outputs, sort_keys=True)}")
     console.print(f"[green]all {len(pending)} demo jobs finished[/green]")
     return 0
