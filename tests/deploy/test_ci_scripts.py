@@ -68,7 +68,7 @@ def test_ci_run_parses_and_calls_the_test_command() -> None:
     assert "set -euo pipefail" in text
     assert "scripts/test.sh" in text
     assert "scripts/install-tools.sh" in text
-    assert "trap stop_services EXIT" in text
+    assert "trap 'stop_services; " in text  # services are stopped whatever happens
 
 
 @pytest.mark.docker
