@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
@@ -105,8 +106,7 @@ def remove_tree(path: Path) -> None:
         for name in dirnames:
             _make_writable(os.path.join(top, name))
 
-    def onerror(func: Callable[..., Any], failed: str, exc_info: Any) -> None:
-        exc = exc_info[1]
+    def onexc(func: Callable[..., Any], failed: str, exc: BaseException) -> None:
         if isinstance(exc, FileNotFoundError):
             return
         if isinstance(exc, PermissionError):
@@ -119,7 +119,10 @@ def remove_tree(path: Path) -> None:
             return
         raise exc
 
-    shutil.rmtree(path, onerror=onerror)
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=onexc)
+    else:
+        shutil.rmtree(path, onerror=lambda func, failed, exc_info: onexc(func, failed, exc_info[1]))
 
 
 class Workspaces:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -17,8 +20,11 @@ from runner.workspace import (
     free_bytes,
     remove_tree,
 )
+from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def mode(path: Path) -> int:
@@ -77,6 +83,38 @@ def test_remove_read_only_tree(tmp_path: Path) -> None:
         d.chmod(0o500)
     ws.remove("e1")
     assert not path.exists()
+
+
+def test_remove_read_only_tree_without_root_powers() -> None:
+    """As root, permission bits never block rm -rf; run the removal without root's override."""
+    script = textwrap.dedent(
+        """
+        import os, sys, tempfile
+        from pathlib import Path
+        from runner.workspace import Workspaces
+        ws = Workspaces(Path(tempfile.mkdtemp()) / "ws")
+        deep = ws.create("e1") / "pkg" / "mod"
+        deep.mkdir(parents=True)
+        (deep / "f").write_text("x")
+        for d in (deep, deep.parent):
+            d.chmod(0o500)
+        try:
+            (deep / "g").write_text("y")
+            sys.exit("the tree is not read-only for this user")
+        except PermissionError:
+            pass
+        ws.remove("e1")
+        print("removed" if not (ws.root / "e1").exists() else "left")
+        """
+    )
+    argv = [sys.executable, "-c", script]
+    if os.geteuid() == 0:  # drop the capabilities that let root ignore permission bits
+        caps = "-dac_override,-dac_read_search,-fowner"
+        argv = [require_tool("setpriv"), "--bounding-set", caps, "--inh-caps", caps, *argv]
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)}
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "removed"
 
 
 def test_remove_does_not_follow_symlinks(tmp_path: Path) -> None:
