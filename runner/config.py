@@ -72,6 +72,8 @@ class Config:
     terraform_version: str | None = None
     terraform_mirror_url: str | None = None
     terraform_provider_mirror: Path | None = None
+    #: A job is refused with a clear error when the state dir has less free space than this.
+    min_free_mb: int = 100
     #: Extra or replacement handlers without packaging: job type -> "module:Class".
     handlers: Mapping[str, str] = field(default_factory=dict)
     version: str = __version__
@@ -132,6 +134,7 @@ ENV_NAMES: dict[str, str] = {
     "terraform_mirror_url": "RUNNER_TERRAFORM_MIRROR_URL",
     "terraform_provider_mirror": "RUNNER_TERRAFORM_PROVIDER_MIRROR",
     "handlers": "RUNNER_HANDLERS",
+    "min_free_mb": "RUNNER_MIN_FREE_MB",
 }
 #: Compatibility with the reference runner's sandbox variables.
 LEGACY_ENV = {"SANDBOX_JOB_DURATION": "sandbox_job_duration", "LOG_LEVEL": "log_level"}
@@ -225,6 +228,14 @@ def _coerce(key: str, raw: Any) -> Any:
         return _parse_list(raw)
     if key in ("state_dir", "tools_dir", "terraform_provider_mirror"):
         return Path(str(raw)).expanduser()
+    if key == "min_free_mb":
+        try:
+            megabytes = int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{_env_name(key)}: {raw!r} is not an integer") from None
+        if megabytes < 0:
+            raise ConfigError(f"{_env_name(key)}: must not be negative")
+        return megabytes
     if key in ("default_concurrency", "max_concurrency"):
         try:
             value = int(raw)

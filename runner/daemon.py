@@ -132,7 +132,7 @@ class Daemon:
         self.api.on_failure = lambda method, path, exc: self.metrics.api_errors.inc(1, method)
         self.runner_secrets = Redactor(config.api_token)
         logging_setup.register_secret(config.api_token)
-        self.workspaces = Workspaces(config.workspaces_dir)
+        self.workspaces = Workspaces(config.workspaces_dir, min_free_bytes=config.min_free_mb * 1024 * 1024)
         self.journal = Journal(config.journal_dir)
         self.state_lock = StateDirLock(config.state_dir)
         self.log_tee = log_tee
@@ -525,7 +525,7 @@ class Daemon:
             log.warning("could not report the orphan", execution_id=entry.execution_id, error=str(exc))
             return False
         self.workspaces.remove(entry.execution_id)
-        self.journal.close(entry.execution_id)
+        await self.journal.close_async(entry.execution_id)
         return True
 
 

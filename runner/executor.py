@@ -190,7 +190,7 @@ class StatusReporter:
         await self.api.update_execution(self.job_id, self.execution_id, status)
         self.current = status
         self.sent.append(status)
-        self.journal.update_status(self.execution_id, status.value)
+        await self.journal.update_status_async(self.execution_id, status.value)
 
     async def final(self, status: ExecutionStatus, *, deadline: float) -> bool:
         """Report a terminal status, retrying until ``deadline``; True when the server has it.
@@ -286,19 +286,6 @@ class JobRun:
         job = self.job
         started = time.monotonic()
         spool_key = self.execution_id
-        deps.journal.record_claim(
-            JournalEntry(
-                execution_id=self.execution_id,
-                job_id=job.id,
-                job_type=job.type,
-                group=self.group,
-                log_stream_id=job.log_stream_id,
-                claimed_at=time.time(),
-                pid=_pid(),
-                last_status=ExecutionStatus.PENDING.value,
-                spool_key=spool_key,
-            )
-        )
         secrets = deps.runner_secrets.child()
         write_token = job.log_stream.write_token if job.log_stream else None
         if write_token:
@@ -328,6 +315,19 @@ class JobRun:
         deps.metrics.jobs_running.inc(1, self.group)
         try:
             try:
+                await deps.journal.record_claim_async(
+                    JournalEntry(
+                        execution_id=self.execution_id,
+                        job_id=job.id,
+                        job_type=job.type,
+                        group=self.group,
+                        log_stream_id=job.log_stream_id,
+                        claimed_at=time.time(),
+                        pid=_pid(),
+                        last_status=ExecutionStatus.PENDING.value,
+                        spool_key=spool_key,
+                    )
+                )
                 workspace = deps.workspaces.create(self.execution_id)
                 processes = JobProcessRunner(
                     job_log, workspace=workspace, default_grace=deps.config.child_grace, secrets=secrets
@@ -341,11 +341,7 @@ class JobRun:
                     + (f", {job.operation}" if job.operation else "")
                     + f"), execution {self.execution_id}, handler {handler_name}",
                 )
-            except HandlerError as exc:
-                failure = classify(
-                    step="claimed", error=exc, abort=None, deadline_hit=False, handler_name=handler_name
-                )
-            except Exception as exc:
+            except Exception as exc:  # disk full, a broken handler class, a journal that cannot write
                 failure = classify(
                     step="claimed", error=exc, abort=None, deadline_hit=False, handler_name=handler_name
                 )
@@ -544,7 +540,7 @@ class JobRun:
 
         reported = await self.reporter.final(status, deadline=final_deadline)
         if reported:
-            deps.journal.close(self.execution_id)
+            await deps.journal.close_async(self.execution_id)
             try:
                 deps.workspaces.remove(self.execution_id)
             except OSError as exc:

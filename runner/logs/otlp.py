@@ -6,17 +6,20 @@ records were lost, and the reference runner's use of it is where its log tail go
 the runner builds the ``ExportLogsServiceRequest`` itself.
 
 Why it is fast enough for a million lines: the attributes shared by every record of a logger
-(job id, job type, log stream, execution, step) are serialized **once** into a byte string, and
-each record is serialized as a ``LogRecord`` holding only what changes (timestamps, severity,
-body) followed by those bytes. Concatenating serialized messages is how protobuf merges them, and
-repeated fields (``attributes``) append, so the result is one valid ``LogRecord``. Each record is
-stored ready-framed as a ``ScopeLogs.log_records`` field (tag, varint length, bytes): a batch
-body is the envelope followed by the frames joined, and the disk spool holds the very same frames.
+(job id, job type, log stream, execution, step) are serialized **once** with the generated
+classes into a byte string, and each record is written as a ``LogRecord`` holding only what
+changes (timestamps, severity, body; four fields written directly, checked against the generated
+classes by the tests) followed by those bytes. Concatenating serialized messages is how protobuf
+merges them, and repeated fields (``attributes``) append, so the result is one valid
+``LogRecord``. Each record is stored ready-framed as a ``ScopeLogs.log_records`` field (tag,
+varint length, bytes): a batch body is the envelope (resource and scope from the generated
+classes) followed by the frames joined, and the disk spool holds the very same frames.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,8 +82,6 @@ def attributes_blob(attrs: Mapping[str, Any], mask: Mask) -> bytes:
     return bytes(record.SerializeToString())
 
 
-_LogRecord = logs_pb2.LogRecord
-_AnyValue = common_pb2.AnyValue
 #: The severity fields of a LogRecord, serialized once per level (the same bytes for every record).
 _SEVERITY_BYTES = tuple(
     bytes(
@@ -90,24 +91,45 @@ _SEVERITY_BYTES = tuple(
     )
     for n, t in SEVERITIES
 )
+#: LogRecord.time_unix_nano (field 1) and observed_time_unix_nano (field 11), both fixed64.
+_TIMESTAMPS = struct.Struct("<BQBQ").pack
+_TIME_TAG, _OBSERVED_TAG = 1 << 3 | 1, 11 << 3 | 1
+_BODY_TAG = b"\x2a"  # LogRecord.body = 5, length-delimited
+_STRING_VALUE_TAG = b"\x0a"  # AnyValue.string_value = 1, length-delimited
+_ONE_BYTE = tuple(bytes((n,)) for n in range(0x80))
+
+
+def _length(n: int) -> bytes:
+    if n < 0x80:
+        return _ONE_BYTE[n]
+    if n < 0x4000:
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
+    return varint(n)
 
 
 def encode_record(timestamp_ns: int, severity: int, body: str, attributes: bytes) -> bytes:
-    """One framed record: tag + length + LogRecord(timestamps, severity, body) + attribute bytes."""
+    """One framed record: tag + length + LogRecord(timestamps, severity, body) + attribute bytes.
+
+    The four per-record fields are written directly (fixed64, fixed64, precomputed severity bytes,
+    ``AnyValue{string_value}``): it is about 2.5 times cheaper than building a ``LogRecord``
+    message per line, and tests check it against the generated classes. A body that is not valid
+    UTF-8 (lone surrogates from a child's output) gets "?" in their place instead of failing.
+    """
     if len(body) > MAX_BODY_CHARS:
         body = body[:MAX_BODY_CHARS] + f"... [truncated {len(body) - MAX_BODY_CHARS} characters]"
-    record = _LogRecord(
-        time_unix_nano=timestamp_ns,
-        observed_time_unix_nano=timestamp_ns,
-        body=_AnyValue(string_value=body),
+    raw = body.encode("utf-8", "replace")
+    value = _STRING_VALUE_TAG + _length(len(raw)) + raw
+    data = b"".join(
+        (
+            _TIMESTAMPS(_TIME_TAG, timestamp_ns, _OBSERVED_TAG, timestamp_ns),
+            _SEVERITY_BYTES[severity],
+            _BODY_TAG,
+            _length(len(value)),
+            value,
+            attributes,
+        )
     )
-    data: bytes = record.SerializeToString() + _SEVERITY_BYTES[severity] + attributes
-    n = len(data)
-    if n < 0x80:
-        return _LOG_RECORDS_TAG + bytes((n,)) + data
-    if n < 0x4000:
-        return _LOG_RECORDS_TAG + bytes(((n & 0x7F) | 0x80, n >> 7)) + data
-    return _LOG_RECORDS_TAG + varint(n) + data
+    return _LOG_RECORDS_TAG + _length(len(data)) + data
 
 
 def resource_bytes(attrs: Mapping[str, str]) -> bytes:
