@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.logs.v1 import logs_pb2
@@ -15,6 +17,7 @@ from runner.logs.otlp import (
     INFO,
     MAX_BODY_CHARS,
     SCOPE_NAME,
+    SEVERITIES,
     WARN,
     attributes_blob,
     decode_request,
@@ -64,6 +67,42 @@ def test_record_round_trip_through_the_generated_classes() -> None:
         ],
     )
     assert record == expected
+
+
+def _reference(timestamp_ns: int, severity: int, body: str, attrs: dict[str, str]) -> logs_pb2.LogRecord:
+    """The same record built entirely with the generated classes (the oracle)."""
+    number, text = SEVERITIES[severity]
+    return logs_pb2.LogRecord(
+        time_unix_nano=timestamp_ns,
+        observed_time_unix_nano=timestamp_ns,
+        severity_number=logs_pb2.SeverityNumber.ValueType(number),
+        severity_text=text,
+        body=common_pb2.AnyValue(string_value=body),
+        attributes=[
+            common_pb2.KeyValue(key=k, value=common_pb2.AnyValue(string_value=v)) for k, v in attrs.items()
+        ],
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    timestamp_ns=st.integers(min_value=0, max_value=2**64 - 1),
+    severity=st.integers(min_value=0, max_value=3),
+    body=st.text(max_size=20_000),
+    attrs=st.dictionaries(st.text(min_size=1, max_size=20), st.text(max_size=200), max_size=5),
+)
+def test_direct_encoding_equals_the_generated_classes(
+    timestamp_ns: int, severity: int, body: str, attrs: dict[str, str]
+) -> None:
+    frame = encode_record(timestamp_ns, severity, body, attributes_blob(attrs, _identity))
+    request = logs_service_pb2.ExportLogsServiceRequest.FromString(export_request(b"", [frame]))
+    (record,) = request.resource_logs[0].scope_logs[0].log_records
+    assert record == _reference(timestamp_ns, severity, body, attrs)
+
+
+def test_bodies_that_are_not_valid_utf8_are_repaired_not_lost() -> None:
+    (record,) = decode_request(export_request(b"", [encode_record(TS, INFO, "bad \udcff byte", b"")]))
+    assert record.body == "bad ? byte"
 
 
 def test_many_frames_and_an_empty_request_decode_in_order() -> None:
