@@ -171,10 +171,13 @@ def build(inputs: BuildInputs, tag: str, *extra: str, **overrides: str) -> subpr
 
 
 @pytest.fixture(scope="module")
-def image(build_inputs: BuildInputs) -> str:
+def image(build_inputs: BuildInputs) -> Iterator[str]:
     proc = build(build_inputs, IMAGE)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return IMAGE
+    yield IMAGE
+    # About 700 MB a build: do not let repeated runs fill the dockerd data root.
+    docker("rmi", "-f", IMAGE, "local/byoc-runner:bad-sum", check=False)
+    docker("image", "prune", "-f", check=False)
 
 
 def test_image_config(image: str) -> None:
