@@ -213,6 +213,11 @@ class SpoolFile:
         """Frames from the cursor on (at least one if any), within the limits; moves the cursor."""
         self.flush()
         start = self.cursor
+        frames = self._take_fast(start, max_frames, max_bytes)
+        if frames:
+            self.cursor = start + sum(len(f) for f in frames)
+            return frames, start, self.cursor
+        # A first frame larger than ``max_bytes``, or bytes that are not frames: the slow path.
         bounds: list[tuple[int, int]] = []
         stop = start
         for frame_start, frame_end in self._frames(start, self.end):
@@ -237,6 +242,32 @@ class SpoolFile:
         frames = [data[a - start : b - start] for a, b in bounds]
         self.cursor = stop
         return frames, start, stop
+
+    def _take_fast(self, start: int, max_frames: int, max_bytes: int) -> list[bytes]:
+        """Whole frames within one read of at most ``max_bytes`` (the common case, in one loop)."""
+        data = os.pread(self._fd, min(self.end - start, max_bytes), start)
+        size = len(data)
+        frames: list[bytes] = []
+        append = frames.append
+        pos = 0
+        while len(frames) < max_frames and pos + 2 <= size and data[pos] == 0x12:
+            length = data[pos + 1]
+            if length < 0x80:
+                payload = pos + 2
+            elif pos + 2 < size and data[pos + 2] < 0x80:
+                length = (length & 0x7F) | (data[pos + 2] << 7)
+                payload = pos + 3
+            else:
+                length, after = _varint_at(data, pos + 1)
+                if after is None:
+                    break
+                payload = after
+            end = payload + length
+            if end > size:
+                break
+            append(data[pos:end])
+            pos = end
+        return frames
 
     def rewind(self) -> None:
         self.cursor = self.committed
