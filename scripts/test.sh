@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/test.sh [pytest args...] - the full test suite, every tier (the README's test command).
+# scripts/test.sh [--setup] [pytest args...] - the full test suite, every tier (the README's test command).
 #
 # Puts the tools of scripts/install-tools.sh on PATH and points the docker tier at the dockerd
 # of scripts/services.sh when it runs, then runs pytest over the whole suite
@@ -23,6 +23,23 @@ if [ -z "${DOCKER_HOST:-}" ] && [ -S "$SVC_DIR/docker.sock" ]; then
 fi
 
 PYTHON=${PYTHON:-python3}
+
+# --setup: install what the tiers need first (Python deps, real tools, dockerd). Idempotent and
+# quick when everything is there already; the apt and tool steps need root.
+if [ "${1:-}" = "--setup" ]; then
+  shift
+  "$PYTHON" -m pip install -q -e '.[test]'
+  if [ "$(id -u)" -eq 0 ]; then
+    bash scripts/install-tools.sh
+  elif command -v sudo >/dev/null; then
+    sudo TOOLS_DIR="$TOOLS_DIR" bash scripts/install-tools.sh
+  else
+    echo "scripts/test.sh --setup: not root and no sudo: skipping scripts/install-tools.sh" >&2
+  fi
+  bash scripts/services.sh start
+  eval "$(bash scripts/services.sh env)"
+fi
+
 rc=0
 # Every test, marked or not: a tier selection here could silently drop a test that lacks a marker.
 "$PYTHON" -m pytest -q "$@" || rc=$?
