@@ -87,17 +87,18 @@ def create_app(store: Store, options: ControlPlaneOptions | None = None) -> Star
                 store.notifier.close()
                 tg.cancel_scope.cancel()
 
+    # Matched in order: the runner's hot paths (job and execution updates, polling) first.
     routes: list[Any] = [
+        *routes_jobs.ROUTES,
+        *routes_runners.ROUTES,
+        *routes_logs.ROUTES,
+        *routes_operator.ROUTES,
+        *routes_terraform.ROUTES,
         Route("/livez", livez, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/version", version, methods=["GET"]),
         Route("/oapi/v3", openapi, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
-        *routes_runners.ROUTES,
-        *routes_operator.ROUTES,
-        *routes_jobs.ROUTES,
-        *routes_logs.ROUTES,
-        *routes_terraform.ROUTES,
     ]
     app = Starlette(
         routes=routes,

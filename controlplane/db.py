@@ -1,10 +1,15 @@
-"""One SQLite connection, run off the event loop, one call at a time.
+"""One SQLite connection, used by one call at a time.
 
-Every database call goes through ``Database.run``: a worker thread (``anyio.to_thread``) limited
-to one at a time, so the connection is never shared between two threads at once, concurrent
-writers cannot interleave, and a claim (``UPDATE … WHERE status='available'``) is atomic. SQLite
-calls take microseconds, so serialising them costs less than a pool would (measured in
-bench/controlplane_bench.py). WAL keeps readers of other processes (``sqlite3`` CLI) unblocked.
+Short calls (almost all: indexed reads and small writes, tens of microseconds) run inline on
+the event loop thread: measured, a hop to a worker thread per call costs more than the query
+itself, and the GIL hand-off between the two threads caps throughput far below the target
+(bench/controlplane_bench.py). Calls that may take long (big log batches, housekeeping, WAL
+checkpoints) are offloaded to a worker thread with ``offload=True``; an async lock keeps inline
+calls out while one runs, so the connection is never used by two threads at once, concurrent
+writers cannot interleave, and a claim (``UPDATE … WHERE status='available'``) is atomic.
+
+No commit waits for the disk: WAL with ``synchronous=NORMAL``, and automatic checkpoints are off;
+the monitor checkpoints in the worker thread (``checkpoint``), so fsyncs never block the loop.
 """
 
 from __future__ import annotations
@@ -12,9 +17,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -22,7 +26,6 @@ import anyio.to_thread
 from controlplane.schema import MIGRATIONS
 from controlplane.wire import now_ns
 
-P = ParamSpec("P")
 T = TypeVar("T")
 
 
@@ -38,11 +41,12 @@ class Database:
             path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
         self.conn.row_factory = _dict_row
-        self._limiter = anyio.CapacityLimiter(1)
+        self._lock = anyio.Lock()
         self._in_tx = False
         conn = self.conn
         if path is not None:
             conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("PRAGMA temp_store=MEMORY")
@@ -50,9 +54,25 @@ class Database:
 
     # ---------------------------------------------------------------- running calls
 
-    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a blocking function that uses ``self.conn`` in a worker thread, one at a time."""
-        return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._limiter)
+    async def run(self, fn: Callable[[], T], *, offload: bool = False) -> T:
+        """Run ``fn`` (which uses ``self.conn``) alone: inline, or in a worker thread with ``offload``."""
+        try:
+            self._lock.acquire_nowait()
+        except anyio.WouldBlock:
+            await self._lock.acquire()
+        try:
+            if offload:
+                return await anyio.to_thread.run_sync(fn)
+            return fn()
+        finally:
+            self._lock.release()
+
+    async def checkpoint(self) -> None:
+        """Fold the WAL back into the database file, off the event loop."""
+        if self.path is not None:
+            await self.run(
+                lambda: self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall(), offload=True
+            )
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -6,7 +6,9 @@ Every ``monitor_interval`` one store transaction (only when something expired) a
 * ``overall_timeout``: the job (and a running execution) ``timed-out``;
 * a runner silent for longer than ``heartbeat_offline_after``: ``offline``, and its running
   executions ``failed`` with the reason in the job's ``status_description``.
-Restart detection needs no clock: it runs with each heartbeat (``Store.heartbeat``).
+Restart detection needs no clock: it runs with each heartbeat (``Store.heartbeat``). The monitor
+also checkpoints the WAL every ``CHECKPOINT_EVERY`` seconds in a worker thread and prunes old
+heartbeats hourly.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from controlplane.options import ControlPlaneOptions
 from controlplane.store import Store
 from controlplane.wire import seconds_to_ns
 
-#: Run housekeeping (heartbeat pruning) every this many ticks.
-PRUNE_EVERY = 7200
+#: Seconds between WAL checkpoints (automatic ones are off so that fsyncs stay off the loop).
+CHECKPOINT_EVERY = 2.0
+#: Seconds between housekeeping runs (heartbeat pruning).
+PRUNE_EVERY = 3600.0
 
 
 class Monitor:
@@ -27,6 +31,8 @@ class Monitor:
         self.store = store
         self.options = options
         self.ticks = 0
+        self._next_checkpoint = 0.0
+        self._next_prune = 0.0
 
     async def tick(self) -> None:
         report = await self.store.monitor_tick(seconds_to_ns(self.options.heartbeat_offline_after))
@@ -40,7 +46,12 @@ class Monitor:
                 offline_runners=report.offline_runners,
             )
         self.ticks += 1
-        if self.ticks % PRUNE_EVERY == 0:
+        now = anyio.current_time()
+        if now >= self._next_checkpoint:
+            self._next_checkpoint = now + CHECKPOINT_EVERY
+            await self.store.db.checkpoint()
+        if now >= self._next_prune:
+            self._next_prune = now + PRUNE_EVERY
             await self.store.prune()
 
     async def run(self) -> None:

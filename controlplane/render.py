@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from controlplane.wire import b64std, rfc3339
+from controlplane.wire import b64std, dumps, rfc3339
 
 Row = dict[str, Any]
 
@@ -195,6 +195,35 @@ def job(row: Row, base_url: str, *, detail: bool = False) -> dict[str, Any]:
             out["outputs_json"] = b64std(final["outputs_json"])
             out["outputs"] = _parse_outputs(final["outputs_json"])
     return out
+
+
+#: Encoded list entries by job version (id, update time, status, attempts, log stream update time
+#: and state) and base URL: a polling runner reads the same available jobs over and over, and
+#: rendering them is most of a poll's cost.
+_JOB_JSON: dict[tuple[Any, ...], bytes] = {}
+_JOB_JSON_MAX = 4096
+
+
+def job_list_json(rows: list[Row], base_url: str) -> bytes:
+    """The JSON array of list entries (``job`` without detail), encoded once per job version."""
+    parts = []
+    for row in rows:
+        key = (
+            row["id"],
+            row["updated_at"],
+            row["status"],
+            row["attempts"],
+            row["ls_updated_at"],
+            row["ls_open"],
+            base_url,
+        )
+        encoded = _JOB_JSON.get(key)
+        if encoded is None:
+            if len(_JOB_JSON) >= _JOB_JSON_MAX:
+                _JOB_JSON.clear()
+            encoded = _JOB_JSON[key] = dumps(job(row, base_url))
+        parts.append(encoded)
+    return b"[" + b",".join(parts) + b"]"
 
 
 def _parse_outputs(raw: bytes) -> Any:

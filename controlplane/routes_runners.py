@@ -16,6 +16,7 @@ from controlplane import render
 from controlplane.bodies import HealthCheckBody, HeartBeatBody
 from controlplane.errors import BadRequest, NotFound
 from controlplane.http import (
+    JSON_TYPE,
     authenticate,
     base_url,
     json_response,
@@ -169,7 +170,7 @@ async def list_jobs(request: Request) -> Response:
     }
     if page > 0:
         headers["X-Nuon-Page-Number"] = str(page)
-    return json_response([render.job(row, url) for row in rows], headers=headers)
+    return Response(render.job_list_json(rows, url), media_type=JSON_TYPE, headers=headers)
 
 
 async def get_runner_job(request: Request) -> Response:

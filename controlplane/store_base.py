@@ -135,14 +135,22 @@ class StoreBase:
         self._tokens: dict[str, Principal] = {}
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run one store function alone on the connection, then wake polls it made jobs for."""
+        return await self._call(lambda: fn(*args, **kwargs), offload=False)
+
+    async def _run_offloaded(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Like ``_run``, in a worker thread: for calls that may take long."""
+        return await self._call(lambda: fn(*args, **kwargs), offload=True)
+
+    async def _call(self, fn: Callable[[], T], *, offload: bool) -> T:
         def call() -> tuple[T, list[tuple[str, str]]]:
             try:
-                result = fn(*args, **kwargs)
+                result = fn()
             finally:
                 pending, self._pending = self._pending, []
             return result, pending
 
-        result, pending = await self.db.run(call)
+        result, pending = await self.db.run(call, offload=offload)
         for runner_id, group in pending:
             self.notifier.notify(runner_id, group)
         return result

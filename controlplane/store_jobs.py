@@ -27,6 +27,9 @@ from runner.api.models import (
     is_legal_transition,
 )
 
+#: Results bigger than this are written from a worker thread, off the event loop.
+OFFLOAD_BYTES = 256 * 1024
+
 
 class JobStore(StoreBase):
     # ================================================================ jobs
@@ -412,7 +415,11 @@ class JobStore(StoreBase):
                     ),
                 )
 
-        await self._run(put)
+        size = sum(len(part or b"") for part in (contents_display, contents_gzip, contents_display_gzip))
+        if size + len(contents or "") > OFFLOAD_BYTES:
+            await self._run_offloaded(put)
+        else:
+            await self._run(put)
 
     async def get_result(self, job_id: str, execution_id: str, *, runner_scope: str | None) -> Row:
         def query() -> Row:

@@ -13,6 +13,9 @@ from controlplane.store_base import (
 )
 from controlplane.wire import now_ns
 
+#: Batches larger than this are written from a worker thread, off the event loop.
+OFFLOAD_RECORDS = 256
+
 
 class LogStore(StoreBase):
     # ================================================================ log streams
@@ -72,6 +75,8 @@ class LogStore(StoreBase):
                 )
                 return total
 
+        if len(records) > OFFLOAD_RECORDS:
+            return await self._run_offloaded(append)
         return await self._run(append)
 
     async def read_logs(

@@ -98,7 +98,7 @@ class MonitorStore(StoreBase):
                     "DELETE FROM heartbeats WHERE created_at < ?", (now_ns() - HEARTBEAT_RETENTION_NS,)
                 )
 
-        await self._run(prune)
+        await self._run_offloaded(prune)
 
     async def job_status_counts(self) -> dict[str, int]:
         def query() -> dict[str, int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 import time
@@ -20,12 +21,20 @@ def now_ns() -> int:
     return time.time_ns()
 
 
+@functools.lru_cache(maxsize=4096)
+def _second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
 def rfc3339(ns: int | None) -> str | None:
-    """RFC 3339 with microseconds and ``Z``, like the contract's ``2025-06-01T12:00:00.123456Z``."""
+    """RFC 3339 with microseconds and ``Z``, like the contract's ``2025-06-01T12:00:00.123456Z``.
+
+    Job lists render several timestamps per job; the date part is cached per second.
+    """
     if ns is None:
         return None
     seconds, rest = divmod(ns, NS)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1000:06d}Z"
+    return f"{_second(seconds)}.{rest // 1000:06d}Z"
 
 
 def seconds_to_ns(seconds: float) -> int:
