@@ -242,6 +242,33 @@ class Bench:
             f" server {cpu_ms:.2f} ms CPU/job = {1000 / cpu_ms:.0f} jobs/s per core"
         )
 
+    async def bench_logs(self, batches: int = 100, batch: int = 1000) -> None:
+        """OTLP log ingest: records per second into one stream, in batches like an exporter's."""
+        job = await self.submit("noop")
+        body = _otlp_body(batch)
+        url = f"/v1/log-streams/{job['log_stream_id']}/logs"
+        headers = {"Content-Type": "application/x-protobuf"}
+
+        async def post(_: int) -> None:
+            check(await self.runner.post(url, content=body, headers=headers), 201)
+
+        self.mark()
+        seconds = await run_concurrently(batches, 2, post)
+        records = batches * batch
+        cpu_us = self.server_cpu() / records * 1e6
+        self.results["log ingest"] = {
+            "records": records,
+            "seconds": round(seconds, 3),
+            "records_per_s": round(records / seconds),
+            "server_cpu_us_per_record": round(cpu_us, 2),
+        }
+        print(
+            f"  {'log ingest':<22} {records:6d} records in {seconds:6.2f}s"
+            f" = {records / seconds:8.0f} records/s"
+            f" ({records / seconds / 50_000:.2f}x of 50,000 lines/s); server {cpu_us:.1f} us CPU/record"
+            f" = {1e6 / cpu_us:.0f} records/s per core"
+        )
+
     async def bench_wakeup(self) -> None:
         from_send: list[float] = []
         from_reply: list[float] = []
@@ -288,6 +315,7 @@ class Bench:
             await self.bench_list()
             await self.bench_claim_and_patch()
             await self.bench_noop_jobs()
+            await self.bench_logs()
             await self.bench_wakeup()
         finally:
             await self.runner.aclose()

@@ -288,3 +288,46 @@ def test_database_migrations_run_once_and_survive_reopen(tmp_path: Path) -> None
     with pytest.raises(sqlite3.IntegrityError):
         second.conn.execute("INSERT INTO meta (key, value) VALUES ('probe', '2')")
     second.close()
+
+
+def test_expired_and_unknown_tokens_have_no_principal() -> None:
+    async def main() -> None:
+        store = Store.open(None)
+        creds, _ = await store.bootstrap("http://x", 10**9)
+        assert (await store.principal(creds.admin_token)) is not None
+        assert (await store.principal("tokunknown")) is None
+        store.db.conn.execute(
+            "INSERT INTO tokens (token, id, kind, org_id, runner_id, created_at, expires_at)"
+            " VALUES ('tokexpired', 'tokx', 'runner', ?, ?, 0, 1)",
+            (creds.org_id, creds.runner_id),
+        )
+        assert (await store.principal("tokexpired")) is None
+        store.close()
+
+    anyio.run(main)
+
+
+@pytest.mark.integration
+def test_serve_in_process_gives_url_credentials_store_and_shuts_down(tmp_path: Path) -> None:
+    import httpx
+
+    from controlplane.server import serve
+
+    async def main() -> None:
+        async with serve(tmp_path, quiet=True) as running:
+            assert running.url.startswith("http://127.0.0.1:")
+            assert running.credentials.api_url == running.url
+            assert Credentials.load(tmp_path / "credentials.json") == running.credentials
+            async with httpx.AsyncClient(base_url=running.url) as client:
+                response = await client.get(
+                    f"/v1/runners/{running.credentials.runner_id}",
+                    headers={"Authorization": f"Bearer {running.credentials.runner_token}"},
+                )
+                assert response.status_code == 200
+            assert (await running.store.job_status_counts()) == {}
+            await running.shutdown()
+            with pytest.raises(httpx.TransportError):
+                async with httpx.AsyncClient(base_url=running.url) as client:
+                    await client.get("/livez")
+
+    anyio.run(main)
