@@ -24,8 +24,9 @@ from runner.api.client import RunnerClient
 from runner.logs import spool as spooling
 from runner.logs.otlp import resource_bytes
 from runner.logs.records import DeliveryReport, LogMetrics, LogRecord
+from runner.logs.shared import Shared, ShipperSettings
 from runner.logs.spool import SpoolError, SpoolFile
-from runner.logs.stream import JobLogStream, Shared, ShipperSettings
+from runner.logs.stream import JobLogStream
 from runner.redact import Redactor
 
 log = structlog.get_logger("runner.logs")

@@ -25,25 +25,23 @@ spool first spills the batches taken from memory that are still in flight.
 
 from __future__ import annotations
 
-import enum
-import gzip
 import math
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import structlog
 
-from runner.api.client import NO_RETRY, APIError, RunnerClient, TransportError, Unauthorized
-from runner.logs.otlp import SEVERITIES, attributes_blob, encode_record, export_request, resource_bytes
-from runner.logs.records import Bound, DeliveryReport, JobLogger, LogMetrics, LogRecord, RawRecord
+from runner.logs.encoder import RecordEncoder
+from runner.logs.export import Exporter, Status
+from runner.logs.otlp import resource_bytes
+from runner.logs.records import Bound, DeliveryReport, JobLogger, RawRecord
+from runner.logs.shared import Shared
 from runner.logs.spool import SpoolFile, SpoolHeader, spool_path
 from runner.redact import Redactor
 
@@ -51,49 +49,8 @@ log = structlog.get_logger("runner.logs")
 
 _now_ns = time.time_ns
 _ENCODE_SLICE = 256  # records encoded between two yields to the event loop
-_ATTR_CACHE_MAX = 4096
 #: Requests one refused batch may cost while its bad records are isolated by halving.
 _SPLIT_BUDGET = 48
-
-
-@dataclass
-class ShipperSettings:
-    batch_max_records: int = 1000
-    batch_max_bytes: int = 1_000_000
-    flush_interval: float = 0.2
-    memory_max_records: int = 20_000
-    #: Bodies at least this large are sent gzip-compressed (None: never).
-    compress_min_bytes: int | None = 8 * 1024
-    post_timeout: float = 30.0
-    backoff_base: float = 0.1
-    backoff_max: float = 5.0
-
-
-@dataclass
-class Shared:
-    """What the pipeline shares with its streams (and may change while they run)."""
-
-    client: RunnerClient
-    spool_dir: Path
-    settings: ShipperSettings
-    metrics: LogMetrics
-    tee: Callable[[LogRecord], None] | None
-    resource_attrs: dict[str, str]
-    enabled: bool = True
-    gzip_ok: bool = True
-    resource: bytes = b""
-    streams: set[JobLogStream] = field(default_factory=set)
-    tee_failed: bool = False
-
-    def __post_init__(self) -> None:
-        self.resource = resource_bytes(self.resource_attrs)
-
-
-class _Status(enum.Enum):
-    OK = "ok"
-    UNAVAILABLE = "unavailable"  # retry later, from the spool
-    REJECTED = "rejected"  # this content is refused: split it
-    DROP = "drop"  # nothing sent to this stream can succeed (404): lose the batch
 
 
 class _Batch:
@@ -145,16 +102,22 @@ class JobLogStream:
         self._settings = shared.settings
         self.log_stream_id = log_stream_id or None
         self.spool_key = spool_key
-        self._write_token = write_token or None
-        self._use_write_token = self._write_token is not None
         self._redactor = redactor
+        self._encoder = RecordEncoder(shared, redactor, self._lose)
+        self._exporter = (
+            Exporter(
+                shared,
+                self.log_stream_id,
+                write_token,
+                resource_bytes(adopt.header.resource) if adopt and adopt.header.resource else None,
+            )
+            if self.log_stream_id is not None
+            else None
+        )
         self._q: deque[RawRecord] = deque()
         self._lock = threading.RLock()
         self._loop_thread = threading.get_ident()
         self._spool = adopt
-        self._own_resource = (
-            resource_bytes(adopt.header.resource) if adopt and adopt.header.resource else None
-        )
         self._inflight: list[_Batch] = []
         self._closing = adopt is not None
         self._closed = False
@@ -164,9 +127,6 @@ class JobLogStream:
         self._report: DeliveryReport | None = None
         self._delivered = 0
         self._lost = 0
-        self._failures_in_row = 0
-        self._attr_cache: dict[tuple[Bound, str, str], bytes] = {}
-        self._attr_cache_generation = -1
         self._batch_max = max(1, self._settings.batch_max_records)
         self._memory_max = max(self._batch_max, self._settings.memory_max_records)
         self._flush = max(0.0, self._settings.flush_interval)
@@ -231,86 +191,11 @@ class JobLogStream:
         return [q.popleft() for _ in range(count)]
 
     def _encode(self, chunk: Sequence[RawRecord]) -> list[bytes]:
-        """Mask, tee and encode records into frames (records that fail to encode are counted lost).
-
-        The hot loop of the pipeline: attribute bytes come from caches (per logger, and per
-        ``(logger, key, value)`` for the one-attribute calls a child process makes per line).
-        """
-        redactor = self._redactor
-        bodies = redactor.mask_many([r[2] for r in chunk])
-        generation = redactor.generation
-        cache = self._attr_cache
-        if generation != self._attr_cache_generation:
-            cache.clear()
-            self._attr_cache_generation = generation
-        encode = encode_record
-        frames: list[bytes] = []
-        append = frames.append
-        for (ts, severity, _, attrs, bound), body in zip(chunk, bodies, strict=True):
-            try:
-                if not attrs:
-                    blob = bound.blob(redactor, generation)
-                else:
-                    cached = None
-                    if len(attrs) == 1:
-                        ((key, value),) = attrs.items()
-                        if value.__class__ is str:
-                            cached = cache.get((bound, key, value))
-                    blob = cached if cached is not None else self._attributes(attrs, bound, generation)
-                append(encode(ts, severity, body, blob))
-            except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
-                self._lose(1, f"unencodable record: {type(exc).__name__}")
-        tee = self._shared.tee
-        if tee is not None:
-            for (ts, severity, _, attrs, bound), body in zip(chunk, bodies, strict=True):
-                self._tee(tee, ts, severity, body, attrs, bound)
-        return frames
-
-    def _attributes(self, attrs: dict[str, Any], bound: Bound, generation: int) -> bytes:
-        """Serialized attributes of a record with per-call ``attrs``; one string attribute (such
-        as ``stream=stdout`` on every line of a child process) is cached."""
-        blob = self._attributes_slow(attrs, bound, generation)
-        if len(attrs) == 1 and len(self._attr_cache) < _ATTR_CACHE_MAX:
-            ((key, value),) = attrs.items()
-            if value.__class__ is str:
-                self._attr_cache[(bound, key, value)] = blob
-        return blob
-
-    def _attributes_slow(self, attrs: dict[str, Any], bound: Bound, generation: int) -> bytes:
-        mask = self._redactor.mask
-        if not bound.keys.isdisjoint(attrs):
-            return attributes_blob({**bound.attrs, **attrs}, mask)
-        return bound.blob(self._redactor, generation) + attributes_blob(attrs, mask)
-
-    def _tee(
-        self,
-        tee: Callable[[LogRecord], None],
-        ts: int,
-        severity: int,
-        body: str,
-        attrs: dict[str, Any] | None,
-        bound: Bound,
-    ) -> None:
-        number, text = SEVERITIES[severity]
-        merged = {**bound.attrs, **attrs} if attrs else bound.attrs
-        mask = self._redactor.mask
-        shown = {k: (mask(v) if isinstance(v, str) else v) for k, v in merged.items() if v is not None}
-        try:
-            tee(LogRecord(ts, number, text, body, shown))
-        except Exception as exc:  # noqa: BLE001 - a broken tee must not stop shipping
-            if not self._shared.tee_failed:
-                self._shared.tee_failed = True
-                log.warning("job log tee failed", error=f"{type(exc).__name__}: {exc}")
+        return self._encoder.encode(chunk)
 
     def _consume_locally(self, records: Sequence[RawRecord]) -> None:
         """Records that are not shipped (no log stream, or logging disabled): tee and count them."""
-        if not records:
-            return
-        tee = self._shared.tee
-        if tee is not None:
-            bodies = self._redactor.mask_many([r[2] for r in records])
-            for (ts, severity, _, attrs, bound), body in zip(records, bodies, strict=True):
-                self._tee(tee, ts, severity, body, attrs, bound)
+        self._encoder.tee_only(records)
         self._delivered += len(records)
 
     def _lose(self, count: int, reason: str) -> None:
@@ -410,13 +295,13 @@ class JobLogStream:
                 following = await self._take(only_if_ready=True)
             if outcome and outcome[0]:
                 self._resolve(pending)
-                if self._failures_in_row:
+                if self._export().failures_in_row:
                     log.info(
                         "job log delivery resumed",
                         log_stream_id=self.log_stream_id,
                         spooled=self._spool.pending if self._spool else 0,
                     )
-                    self._failures_in_row = 0
+                    self._export().failures_in_row = 0
                 pending = following
             else:
                 with self._lock:
@@ -536,14 +421,14 @@ class JobLogStream:
             self._lose(len(frames), "records rejected by the server")
             return len(frames)
         budget[0] -= 1
-        status = await self._post(frames)
-        if status is _Status.OK:
+        status = await self._export().post(frames)
+        if status is Status.OK:
             self._delivered += len(frames)
             self._shared.metrics.shipped += len(frames)
             return len(frames)
-        if status is _Status.UNAVAILABLE:
+        if status is Status.UNAVAILABLE:
             return 0
-        if status is _Status.DROP:
+        if status is Status.DROP:
             self._lose(len(frames), "log stream not found")
             return len(frames)
         if budget[0] == _SPLIT_BUDGET - 1:
@@ -561,77 +446,12 @@ class JobLogStream:
             return left
         return middle + await self._deliver(frames[middle:], budget)
 
-    async def _post(self, frames: Sequence[bytes]) -> _Status:
-        shared = self._shared
-        body = export_request(self._own_resource or shared.resource, frames)
-        path = f"/v1/log-streams/{self.log_stream_id}/logs"
-        for _ in range(3):  # at most one token fallback and one compression fallback
-            headers = {"Content-Type": "application/x-protobuf"}
-            content = body
-            compressed = False
-            threshold = self._settings.compress_min_bytes
-            if shared.gzip_ok and threshold is not None and len(body) >= threshold:
-                content = gzip.compress(body, compresslevel=1)
-                headers["Content-Encoding"] = "gzip"
-                compressed = True
-            token = self._write_token if self._use_write_token else None
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
-            try:
-                await shared.client.request(
-                    "POST",
-                    path,
-                    content=content,
-                    headers=headers,
-                    timeout=self._settings.post_timeout,
-                    retry=NO_RETRY,
-                )
-                return _Status.OK
-            except Unauthorized:
-                shared.metrics.export_failures += 1
-                if token:
-                    self._use_write_token = False
-                    log.warning(
-                        "log stream write token refused; falling back to the runner token",
-                        log_stream_id=self.log_stream_id,
-                    )
-                    continue
-                self._note_failure("unauthorized (401) with the runner token")
-                return _Status.UNAVAILABLE
-            except APIError as exc:
-                shared.metrics.export_failures += 1
-                if exc.status in (408, 429) or exc.status >= 500:
-                    self._note_failure(f"HTTP {exc.status}")
-                    return _Status.UNAVAILABLE
-                if compressed and exc.status in (400, 415):
-                    shared.gzip_ok = False
-                    log.warning("the control plane refused a gzip log body; sending uncompressed from now on")
-                    continue
-                if exc.status in (404, 410):
-                    return _Status.DROP
-                log.debug("the control plane rejected log records", status=exc.status, records=len(frames))
-                return _Status.REJECTED
-            except TransportError as exc:
-                shared.metrics.export_failures += 1
-                self._note_failure(str(exc))
-                return _Status.UNAVAILABLE
-            except Exception as exc:  # noqa: BLE001 - anything else: keep the records, retry later
-                shared.metrics.export_failures += 1
-                self._note_failure(f"{type(exc).__name__}: {exc}")
-                return _Status.UNAVAILABLE
-        return _Status.UNAVAILABLE
-
-    def _note_failure(self, reason: str) -> None:
-        self._failures_in_row += 1
-        if self._failures_in_row == 1:
-            log.warning(
-                "cannot deliver job logs; spooling to disk and retrying",
-                log_stream_id=self.log_stream_id,
-                reason=reason,
-            )
+    def _export(self) -> Exporter:
+        assert self._exporter is not None, "only streams with a log stream ship"
+        return self._exporter
 
     async def _backoff(self) -> None:
-        attempt = max(0, self._failures_in_row - 1)
+        attempt = max(0, self._export().failures_in_row - 1)
         cap = min(self._settings.backoff_max, self._settings.backoff_base * (2 ** min(attempt, 30)))
         await anyio.sleep(random.uniform(cap / 2, cap))
         with self._lock:

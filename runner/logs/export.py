@@ -1,0 +1,123 @@
+"""One POST of framed records to a log stream, and what its answer means for them.
+
+Why a module: the answer decides the records' fate, and that mapping is the part of the
+contract that other agents get wrong (logs retried forever on a 413, or dropped on a 503). Here:
+
+* 2xx: delivered;
+* transport error, 408, 429, 5xx, or a 401 with the runner token: ``UNAVAILABLE``, keep the
+  records (spooled) and retry later;
+* 401 with the log stream's write token: fall back to the runner token, once, for good;
+* 400 or 415 on a gzip body: stop compressing (for the whole pipeline) and resend;
+* 404/410: ``DROP``, the stream does not exist, nothing sent to it can succeed;
+* any other 4xx: ``REJECTED``, the stream splits the batch to isolate the refused records.
+
+The request goes through ``RunnerClient.request`` (``post_logs`` cannot set
+``Content-Encoding``), with no retries of its own: retrying is the stream's job.
+"""
+
+from __future__ import annotations
+
+import enum
+import gzip
+from collections.abc import Sequence
+
+import structlog
+
+from runner.api.client import NO_RETRY, APIError, TransportError, Unauthorized
+from runner.logs.otlp import export_request
+from runner.logs.shared import Shared
+
+log = structlog.get_logger("runner.logs")
+
+
+class Status(enum.Enum):
+    OK = "ok"
+    UNAVAILABLE = "unavailable"  # retry later, from the spool
+    REJECTED = "rejected"  # this content is refused: split it
+    DROP = "drop"  # nothing sent to this stream can succeed (404): lose the batch
+
+
+class Exporter:
+    """Sends batches to one log stream and keeps the credential choice and failure streak."""
+
+    def __init__(
+        self, shared: Shared, log_stream_id: str, write_token: str | None, resource: bytes | None = None
+    ) -> None:
+        self._shared = shared
+        self._path = f"/v1/log-streams/{log_stream_id}/logs"
+        self.log_stream_id = log_stream_id
+        self._write_token = write_token or None
+        self.uses_write_token = self._write_token is not None
+        self._resource = resource
+        #: Consecutive failed requests (0 while the server answers).
+        self.failures_in_row = 0
+
+    async def post(self, frames: Sequence[bytes]) -> Status:
+        shared = self._shared
+        settings = shared.settings
+        metrics = shared.metrics
+        body = export_request(self._resource or shared.resource, frames)
+        for _ in range(3):  # at most one token fallback and one compression fallback
+            headers = {"Content-Type": "application/x-protobuf"}
+            content = body
+            compressed = False
+            threshold = settings.compress_min_bytes
+            if shared.gzip_ok and threshold is not None and len(body) >= threshold:
+                content = gzip.compress(body, compresslevel=1)
+                headers["Content-Encoding"] = "gzip"
+                compressed = True
+            token = self._write_token if self.uses_write_token else None
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            try:
+                await shared.client.request(
+                    "POST",
+                    self._path,
+                    content=content,
+                    headers=headers,
+                    timeout=settings.post_timeout,
+                    retry=NO_RETRY,
+                )
+                return Status.OK
+            except Unauthorized:
+                metrics.export_failures += 1
+                if token:
+                    self.uses_write_token = False
+                    log.warning(
+                        "log stream write token refused; falling back to the runner token",
+                        log_stream_id=self.log_stream_id,
+                    )
+                    continue
+                self._failed("unauthorized (401) with the runner token")
+                return Status.UNAVAILABLE
+            except APIError as exc:
+                metrics.export_failures += 1
+                if exc.status in (408, 429) or exc.status >= 500:
+                    self._failed(f"HTTP {exc.status}")
+                    return Status.UNAVAILABLE
+                if compressed and exc.status in (400, 415):
+                    shared.gzip_ok = False
+                    log.warning("the control plane refused a gzip log body; sending uncompressed from now on")
+                    continue
+                if exc.status in (404, 410):
+                    return Status.DROP
+                log.debug("the control plane rejected log records", status=exc.status, records=len(frames))
+                return Status.REJECTED
+            except TransportError as exc:
+                metrics.export_failures += 1
+                self._failed(str(exc))
+                return Status.UNAVAILABLE
+            except Exception as exc:  # noqa: BLE001 - anything else: keep the records, retry later
+                metrics.export_failures += 1
+                self._failed(f"{type(exc).__name__}: {exc}")
+                return Status.UNAVAILABLE
+        return Status.UNAVAILABLE
+
+    def _failed(self, reason: str) -> None:
+        self.failures_in_row += 1
+        if self.failures_in_row == 1:
+            log.warning(
+                "cannot deliver job logs; spooling to disk and retrying",
+                log_stream_id=self.log_stream_id,
+                reason=reason,
+            )
