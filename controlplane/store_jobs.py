@@ -146,6 +146,8 @@ class JobStore(StoreBase):
             sql += " ORDER BY j.created_at, j.rowid LIMIT ? OFFSET ?"
             args += [limit + 1, offset]
             rows = self._all(sql, args)
+            if not rows:
+                self._require_runner(runner_id)  # an unknown runner is a 404, not an empty queue
             return rows[:limit], len(rows) > limit
 
         return await self._run(query)

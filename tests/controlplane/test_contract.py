@@ -133,6 +133,8 @@ def test_heartbeat_and_health_check_validate_their_bodies(
 
 
 def test_unknown_runner_is_404_for_admin(admin: httpx.Client) -> None:
+    assert admin.get("/v1/runners/run00000000000000000000000/jobs").status_code == 404
+    assert admin.get("/v1/runners/run00000000000000000000000/settings").status_code == 404
     response = admin.get("/v1/runners/run00000000000000000000000")
     assert response.status_code == 404
     assert set(response.json()) >= {"error", "description", "user_error"}
