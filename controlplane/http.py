@@ -96,7 +96,7 @@ async def read_json(request: Request, *, empty: Any = ...) -> Any:
         raise BadRequest("the request body is empty; a JSON body is required", error="invalid request format")
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise BadRequest(f"malformed JSON: {exc}", error="invalid request format") from None
 
 

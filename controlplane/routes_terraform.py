@@ -69,7 +69,7 @@ async def put_state(request: Request) -> Response:
     body = await read_body(request)
     try:
         state = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         raise BadRequest("the state must be terraform state JSON", error="invalid request format") from None
     if not isinstance(state, dict):
         raise BadRequest("the state must be a JSON object", error="invalid request format")

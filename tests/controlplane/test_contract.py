@@ -631,6 +631,17 @@ def test_every_error_has_the_contract_shape(cp: EmbeddedControlPlane, admin: htt
         assert isinstance(body.get("description", ""), str)
 
 
+def test_pathological_json_is_400_not_500(cp: EmbeddedControlPlane, admin: httpx.Client) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert admin.post(f"/v1/runners/{cp.runner_id}/jobs", content=deep).status_code == 400
+    text = '{"type":"noop","plan":' + '{"a":' * 3000 + "{}" + "}" * 3000 + "}"
+    assert admin.post(f"/v1/runners/{cp.runner_id}/jobs", content=text.encode()).status_code == 400
+    workspace = admin.post("/v1/terraform-workspaces", json={}).json()["id"]
+    state = admin.post("/v1/terraform-backend", params={"workspace_id": workspace}, content=deep)
+    assert state.status_code == 400
+    assert admin.post(f"/v1/runners/{cp.runner_id}/jobs", content=b"\xff\xfe").status_code == 400
+
+
 def test_oversize_bodies_are_413(embedded_control_plane_factory: Any) -> None:
     cp = embedded_control_plane_factory(max_body_bytes=1024)
     with cp.runner_http(cp.admin_token) as admin:
