@@ -12,8 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from runner.api.models import ExecutionStatus, JobStatus
 
-NsInt = Annotated[StrictInt, Field(ge=0, le=2**62, description="a duration in nanoseconds")]
-PositiveNs = Annotated[StrictInt, Field(gt=0, le=2**62, description="a duration in nanoseconds")]
+#: Longest duration accepted: ten years, so deadlines stay far inside SQLite's 64-bit integers.
+MAX_DURATION_NS = 10 * 365 * 24 * 3600 * 1_000_000_000
+
+NsInt = Annotated[StrictInt, Field(ge=0, le=MAX_DURATION_NS, description="a duration in nanoseconds")]
+PositiveNs = Annotated[StrictInt, Field(gt=0, le=MAX_DURATION_NS, description="a duration in nanoseconds")]
 Hstore = dict[str, StrictStr | None]
 Name = Annotated[StrictStr, Field(max_length=256)]
 

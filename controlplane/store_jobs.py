@@ -21,11 +21,14 @@ from controlplane.store_base import (
     StoreBase,
     _loads,
 )
-from controlplane.wire import now_ns
+from controlplane.wire import NS, now_ns
 from runner.api.models import (
     ExecutionStatus,
     is_legal_transition,
 )
+
+#: The computed default overall timeout is capped (a century) to stay inside 64-bit integers.
+MAX_OVERALL_NS = 100 * 365 * 24 * 3600 * NS
 
 #: Results bigger than this are written from a worker thread, off the event loop.
 OFFLOAD_BYTES = 256 * 1024
@@ -51,6 +54,7 @@ class JobStore(StoreBase):
             overall = spec.queue_timeout + spec.max_executions * (
                 spec.available_timeout + spec.execution_timeout
             )
+            overall = min(overall, MAX_OVERALL_NS)
         with self.db.transaction() as conn:
             runner = self._one("SELECT org_id FROM runners WHERE id = ?", (runner_id,))
             if runner is None:

@@ -258,6 +258,7 @@ def test_submitted_job_has_the_contract_fields(cp: EmbeddedControlPlane, admin: 
         ({"type": "noop", "operation": "dance"}, "invalid operation"),
         ({"type": "noop", "execution_timeout": "5m"}, "invalid request"),
         ({"type": "noop", "max_executions": 0}, "invalid request"),
+        ({"type": "noop", "execution_timeout": 2**62}, "invalid request"),
         ({"type": 7}, "invalid request"),
         ({}, "invalid request"),
     ],
@@ -269,6 +270,22 @@ def test_bad_submissions_are_400(
     assert response.status_code == 400, response.text
     assert response.json()["error"] == error
     assert response.json()["description"]
+
+
+def test_longest_timeouts_are_accepted_without_overflow(
+    cp: EmbeddedControlPlane, admin: httpx.Client
+) -> None:
+    ten_years = 10 * 365 * 24 * 3600 * 1_000_000_000
+    job = submit(
+        admin,
+        cp,
+        max_executions=100,
+        execution_timeout=ten_years,
+        available_timeout=ten_years,
+        queue_timeout=ten_years,
+    )
+    assert job["overall_timeout"] == 100 * 365 * 24 * 3600 * 1_000_000_000
+    assert job["execution_timeout"] == ten_years
 
 
 def test_custom_type_needs_a_group(cp: EmbeddedControlPlane, admin: httpx.Client) -> None:
