@@ -17,6 +17,9 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from controlplane.store import LogRecord
 
+#: OTLP times are unsigned 64-bit; SQLite integers are signed.
+INT64_MAX = 2**63 - 1
+
 
 class OTLPDecodeError(ValueError):
     pass
@@ -88,8 +91,8 @@ def decode_logs(body: bytes) -> list[LogRecord]:
                 attrs = rec.attributes
                 append(
                     LogRecord(
-                        time_unix_nano=rec.time_unix_nano,
-                        observed_time_unix_nano=rec.observed_time_unix_nano,
+                        time_unix_nano=min(rec.time_unix_nano, INT64_MAX),
+                        observed_time_unix_nano=min(rec.observed_time_unix_nano, INT64_MAX),
                         severity_text=rec.severity_text,
                         severity_number=int(rec.severity_number),
                         body=_body(rec.body),

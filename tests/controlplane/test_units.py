@@ -117,6 +117,20 @@ def test_decode_logs_keeps_types_order_and_resource() -> None:
         decode_logs(b"\xff\xff\xff\xff")
 
 
+def test_decode_logs_clamps_unsigned_times_to_int64() -> None:
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+
+    record = LogRecord(time_unix_nano=2**64 - 1, observed_time_unix_nano=2**63)
+    message = ExportLogsServiceRequest(
+        resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(log_records=[record])])]
+    )
+    (decoded,) = decode_logs(message.SerializeToString())
+    assert decoded.time_unix_nano == 2**63 - 1
+    assert decoded.observed_time_unix_nano == 2**63 - 1
+    assert decoded.body == ""
+
+
 def test_decompress_gzip_deflate_and_bombs() -> None:
     import zlib
 
