@@ -95,9 +95,19 @@ async def read_json(request: Request, *, empty: Any = ...) -> Any:
             return empty
         raise BadRequest("the request body is empty; a JSON body is required", error="invalid request format")
     try:
-        return json.loads(body)
+        value = json.loads(body)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise BadRequest(f"malformed JSON: {exc}", error="invalid request format") from None
+    if b"\\u" in body and b"\\ud" in body.lower():
+        # A "\udXXX" escape may be a lone surrogate, which no database column or UTF-8
+        # response can hold: refuse it here rather than fail later.
+        try:
+            json.dumps(value, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise BadRequest(
+                "malformed JSON: lone surrogate in a string", error="invalid request format"
+            ) from None
+    return value
 
 
 def validate(model: type[M], data: Any) -> M:

@@ -657,6 +657,10 @@ def test_pathological_json_is_400_not_500(cp: EmbeddedControlPlane, admin: httpx
     state = admin.post("/v1/terraform-backend", params={"workspace_id": workspace}, content=deep)
     assert state.status_code == 400
     assert admin.post(f"/v1/runners/{cp.runner_id}/jobs", content=b"\xff\xfe").status_code == 400
+    surrogate = b'{"type": "noop", "owner_id": "\\udcff"}'
+    assert admin.post(f"/v1/runners/{cp.runner_id}/jobs", content=surrogate).status_code == 400
+    pair = b'{"type": "noop", "owner_id": "\\ud83d\\ude00"}'
+    assert admin.post(f"/v1/runners/{cp.runner_id}/jobs", content=pair).json()["owner_id"] == "\U0001f600"
 
 
 def test_oversize_bodies_are_413(embedded_control_plane_factory: Any) -> None:
