@@ -345,3 +345,28 @@ def test_serve_in_process_gives_url_credentials_store_and_shuts_down(tmp_path: P
                     await client.get("/livez")
 
     anyio.run(main)
+
+
+def test_an_unexpected_error_still_answers_the_error_shape() -> None:
+    import httpx
+    from starlette.requests import Request
+    from starlette.routing import Route
+
+    from controlplane.app import create_app
+
+    async def boom(request: Request) -> Any:
+        raise RuntimeError("unexpected")
+
+    async def main() -> None:
+        store = Store.open(None)
+        app = create_app(store)
+        app.router.routes.append(Route("/boom", boom))
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cp") as client:
+            response = await client.get("/boom")
+        assert response.status_code == 500
+        expected = {"error": "internal error", "description": "RuntimeError", "user_error": False}
+        assert response.json() == expected
+        store.close()
+
+    anyio.run(main)
