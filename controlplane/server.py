@@ -119,7 +119,8 @@ async def serve(
             create_app(store, options),
             lifespan="on",
             log_level=options.log_level,
-            access_log=False,
+            log_config=None,  # leave the host process's logging alone (runner local/exec embed us)
+            access_log=False,  # access logs would carry ?token= query strings
             http=options.http,
             timeout_graceful_shutdown=3,
             timeout_keep_alive=30,
