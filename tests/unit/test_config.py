@@ -29,7 +29,9 @@ def test_reference_env_names_and_defaults(tmp_path: Path) -> None:
 def test_precedence_flags_over_env_over_file(tmp_path: Path) -> None:
     cfg = tmp_path / "runner.toml"
     cfg.write_text('groups = ["build"]\ndrain_grace = "2m"\nmax_concurrency = 3\n')
-    config = load_config(env={**BASE, "RUNNER_MAX_CONCURRENCY": "5"}, config_file=cfg, flags={"groups": "deploy,sync"})
+    config = load_config(
+        env={**BASE, "RUNNER_MAX_CONCURRENCY": "5"}, config_file=cfg, flags={"groups": "deploy,sync"}
+    )
     assert config.groups == ("deploy", "sync")
     assert config.drain_grace == 120.0
     assert config.max_concurrency == 5
@@ -76,8 +78,15 @@ def test_unknown_file_key(tmp_path: Path) -> None:
 
 
 def test_cli_exits_2_with_one_line(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "RUNNER_ID": "r", "RUNNER_API_URL": "http://127.0.0.1:9"}
-    proc = subprocess.run([sys.executable, "-m", "runner", "run"], env=env, capture_output=True, text=True, timeout=60)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "RUNNER_ID": "r",
+        "RUNNER_API_URL": "http://127.0.0.1:9",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", "run"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == ["runner: configuration error: RUNNER_API_TOKEN is required"]

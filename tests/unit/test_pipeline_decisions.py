@@ -21,12 +21,18 @@ pytestmark = pytest.mark.unit
 
 
 def job(id: str, type: str = "noop", age: float = 0.0, status: JobStatus = JobStatus.AVAILABLE) -> RunnerJob:
-    return RunnerJob(id=id, type=type, status=status, created_at=datetime(2026, 1, 1, tzinfo=UTC) - timedelta(seconds=age))
+    return RunnerJob(
+        id=id, type=type, status=status, created_at=datetime(2026, 1, 1, tzinfo=UTC) - timedelta(seconds=age)
+    )
 
 
 def test_oldest_supported_available_first() -> None:
-    jobs = [job("new", age=1), job("old", age=10), job("weird", type="mystery", age=20),
-            job("taken", age=30, status=JobStatus.IN_PROGRESS)]
+    jobs = [
+        job("new", age=1),
+        job("old", age=10),
+        job("weird", type="mystery", age=20),
+        job("taken", age=30, status=JobStatus.IN_PROGRESS),
+    ]
     picked = pick_claimable(jobs, lambda t: t == "noop")
     assert [j.id for j in picked] == ["old", "new"]
 
@@ -43,12 +49,22 @@ def test_backoff_is_bounded() -> None:
         ({"abort": AbortReason.SERVER_TIMED_OUT}, ExecutionStatus.TIMED_OUT, ErrorCode.TIMED_OUT),
         ({"abort": AbortReason.SHUTDOWN}, ExecutionStatus.FAILED, ErrorCode.CANCELLED),
         ({"error": PlanError("plan is not valid JSON")}, ExecutionStatus.FAILED, ErrorCode.INVALID_PLAN),
-        ({"error": ChildProcessFailed("terraform", 1, ["Error: boom"])}, ExecutionStatus.FAILED, ErrorCode.CHILD_PROCESS),
+        (
+            {"error": ChildProcessFailed("terraform", 1, ["Error: boom"])},
+            ExecutionStatus.FAILED,
+            ErrorCode.CHILD_PROCESS,
+        ),
         ({"error": ValueError("oops")}, ExecutionStatus.FAILED, ErrorCode.INTERNAL),
     ],
 )
 def test_classify(kwargs: dict, status: ExecutionStatus, code: ErrorCode) -> None:
-    args = {"step": "execute", "error": None, "abort": None, "deadline_hit": False, "handler_name": "H"} | kwargs
+    args = {
+        "step": "execute",
+        "error": None,
+        "abort": None,
+        "deadline_hit": False,
+        "handler_name": "H",
+    } | kwargs
     failure = classify(**args)
     assert failure.status == status
     assert failure.code == code
@@ -56,16 +72,24 @@ def test_classify(kwargs: dict, status: ExecutionStatus, code: ErrorCode) -> Non
 
 
 def test_failure_result_is_kept_by_the_server() -> None:
-    failure = classify(step="execute", error=HandlerError("registry said 401", ref="127.0.0.1:5000/a:b"),
-                       abort=None, deadline_hit=False, handler_name="OciSyncHandler")
-    result = failure_result(failure, job=RunnerJob(id="job1", type="oci-sync"), handler_name="OciSyncHandler",
-                            logs_lost=3)
+    failure = classify(
+        step="execute",
+        error=HandlerError("registry said 401", ref="127.0.0.1:5000/a:b"),
+        abort=None,
+        deadline_hit=False,
+        handler_name="OciSyncHandler",
+    )
+    result = failure_result(
+        failure, job=RunnerJob(id="job1", type="oci-sync"), handler_name="OciSyncHandler", logs_lost=3
+    )
     wire = result.to_wire()
     assert wire["success"] is False
     assert wire["contents"]  # the reference server drops results without contents
     assert json.loads(wire["contents"])["message"] == "registry said 401"
     meta = wire["error_metadata"]
-    assert meta["step"] == "execute" and meta["handler"] == "OciSyncHandler" and meta["job_type"] == "oci-sync"
+    assert (
+        meta["step"] == "execute" and meta["handler"] == "OciSyncHandler" and meta["job_type"] == "oci-sync"
+    )
     assert meta["ref"] == "127.0.0.1:5000/a:b" and meta["logs_lost"] == "3"
 
 

@@ -26,8 +26,12 @@ pytestmark = pytest.mark.unit
 def test_go_names_any_case() -> None:
     text = json.dumps(
         {
-            "src_registry": {"registryType": "private_oci", "OCIAUTH": {"username": "u", "Password": "p"},
-                             "Repository": "org/app", "loginServer": "127.0.0.1:5000"},
+            "src_registry": {
+                "registryType": "private_oci",
+                "OCIAUTH": {"username": "u", "Password": "p"},
+                "Repository": "org/app",
+                "loginServer": "127.0.0.1:5000",
+            },
             "SRC_TAG": "bld1",
             "dst_registry": {"RegistryType": "ecr", "Region": "eu-west-1", "ECRAuth": {"use_default": True}},
             "dst_tag": "dpl1",
@@ -56,7 +60,9 @@ def test_deploy_and_sandbox_plans() -> None:
     assert deploy.terraform.terraform_backend is not None
     assert deploy.terraform.terraform_backend.workspace_id == "tfw1"
     assert deploy.terraform.hooks is not None and deploy.terraform.hooks.env_vars == {"X": "1"}
-    sandbox = decode_plan("sandbox-terraform", '{"policies": {"0.yaml": "x"}, "local_archive": {"local_archive": "/m"}}')
+    sandbox = decode_plan(
+        "sandbox-terraform", '{"policies": {"0.yaml": "x"}, "local_archive": {"local_archive": "/m"}}'
+    )
     assert isinstance(sandbox, SandboxRunPlan) and sandbox.policies == {"0.yaml": "x"}
 
 
