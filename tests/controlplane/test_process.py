@@ -26,7 +26,9 @@ def test_first_start_writes_credentials_0600(control_plane: ControlPlaneProcess)
     data = json.loads(path.read_text())
     assert set(data) == {"api_url", "org_id", "runner_id", "admin_token", "runner_token"}
     assert data["api_url"] == control_plane.url
-    log = control_plane.log_tail()
+    deadline = time.monotonic() + 10  # the banner is printed right after the server answers
+    while "admin token:" not in (log := control_plane.log_tail()) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert "admin token:" in log
     assert data["admin_token"] in log
 
