@@ -251,7 +251,8 @@ class Daemon:
                 )
                 await root.start(self.pipeline.run)
                 root.start_soon(self._heartbeats)
-                await self._recover_orphans()
+                if await self._recover_orphans():
+                    root.start_soon(self._retry_orphans)
                 root.start_soon(self._settings_loop)
                 async with anyio.create_task_group() as jobs:
                     self._jobs_tg = jobs
@@ -466,16 +467,31 @@ class Daemon:
         return self.pipeline
 
     # ------------------------------------------------------------------ restart recovery
-    async def _recover_orphans(self) -> None:
-        """Report executions a previous process left behind, deliver their logs, remove their files."""
-        entries = self.journal.entries()
+    async def _recover_orphans(self) -> set[str]:
+        """Report executions a previous process left behind, deliver their logs, remove their files.
+
+        Returns the executions that could not be reported yet (control plane unreachable).
+        """
         pending: set[str] = set()
-        for entry in entries:
+        for entry in self.journal.entries():
+            # Not the pid: in a container the restarted runner often has the same one (1).
+            if entry.execution_id in self.runs:
+                continue
             if not await self._recover_one(entry):
                 pending.add(entry.execution_id)
-        removed = self.workspaces.sweep(keep=pending)
+        removed = self.workspaces.sweep(keep=pending | set(self.runs))
         if removed:
             log.info("removed stale workspaces", count=len(removed))
+        return pending
+
+    async def _retry_orphans(self) -> None:
+        """Keep trying to report orphans until the control plane has them all."""
+        delay = 5.0
+        while True:
+            await anyio.sleep(delay)
+            if not await self._recover_orphans():
+                return
+            delay = min(delay * 2, 120.0)
 
     async def _recover_one(self, entry: JournalEntry) -> bool:
         log.warning(
