@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
     from controlplane.operator import OperatorClient
 
+#: The control plane's directory inside the per-user state dir (shared with ``runner local``).
+SUBDIR = "controlplane"
+
 #: Kept here (not imported from controlplane.operator) so the server command does not load httpx.
 TERMINAL_JOB_STATUSES = frozenset({"finished", "failed", "timed-out", "not-attempted", "cancelled"})
 
@@ -55,7 +58,8 @@ def _default_state_dir() -> Path:
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Database and credentials.json directory [default: RUNNER_STATE_DIR or the per-user state dir].",
+    help="Database and credentials.json directory [default: controlplane/ in RUNNER_STATE_DIR or the"
+    " per-user state dir, as runner local uses].",
 )
 @click.option("--memory", is_flag=True, help="Keep everything in memory (nothing survives a restart).")
 @click.option(
@@ -115,7 +119,7 @@ def controlplane_command(
         log_level=log_level,
         http=http_impl,
     )
-    directory = None if memory else (state_dir or _default_state_dir())
+    directory = None if memory else (state_dir or _default_state_dir() / SUBDIR)
     _configure_logging(log_level)
     from controlplane.server import serve
 
@@ -163,18 +167,28 @@ class Target:
     runner_id: str | None
 
 
+def _credential_paths(state_dir: Path | None) -> list[Path]:
+    """Where credentials.json may be: the state dir itself, or its ``controlplane`` subdirectory
+    (where ``runner local``/``runner exec`` and, by default, ``runner controlplane`` keep it)."""
+    base = state_dir or _default_state_dir()
+    inner, outer = base / SUBDIR / CREDENTIALS_FILE, base / CREDENTIALS_FILE
+    return [outer, inner] if state_dir is not None else [inner, outer]
+
+
 def _target(api: str | None, token: str | None, state_dir: Path | None, runner_id: str | None) -> Target:
     api = api or os.environ.get("RUNNER_API_URL")
     token = token or os.environ.get("RUNNER_ADMIN_TOKEN")
     runner_id = runner_id or None
     if not (api and token):
-        path = (state_dir or _default_state_dir()) / CREDENTIALS_FILE
+        candidates = _credential_paths(state_dir)
+        path = next((p for p in candidates if p.exists()), candidates[0])
         try:
             creds = Credentials.load(path)
         except FileNotFoundError:
             raise click.UsageError(
                 f"no control plane address: pass --api and --token, set RUNNER_API_URL and "
-                f"RUNNER_ADMIN_TOKEN, or start one with `runner controlplane` ({path} not found)"
+                f"RUNNER_ADMIN_TOKEN, or start one with `runner controlplane` or `runner local`"
+                f" (no {' or '.join(str(p) for p in candidates)})"
             ) from None
         except (ValueError, KeyError) as exc:
             raise click.UsageError(f"{path} is not a valid credentials file: {exc}") from None

@@ -370,3 +370,22 @@ def test_an_unexpected_error_still_answers_the_error_shape() -> None:
         store.close()
 
     anyio.run(main)
+
+
+def test_jobs_cli_finds_credentials_in_the_state_dir_or_its_controlplane_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controlplane.cli import _target
+
+    for name in ("RUNNER_API_URL", "RUNNER_ADMIN_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    inner = Credentials("http://127.0.0.1:1", "org", "runinner", "tokadmin", "tokrunner")
+    inner.write(tmp_path / "controlplane" / "credentials.json")
+    assert _target(None, None, tmp_path, None).runner_id == "runinner"
+    monkeypatch.setenv("RUNNER_STATE_DIR", str(tmp_path))
+    assert _target(None, None, None, None).token == "tokadmin"
+    outer = Credentials("http://127.0.0.1:2", "org", "runouter", "tokadmin2", "tokrunner2")
+    outer.write(tmp_path / "credentials.json")
+    assert _target(None, None, tmp_path, None).runner_id == "runouter"  # an explicit dir: its own file first
+    assert _target(None, None, None, None).runner_id == "runinner"  # default: controlplane/ first
+    assert _target("http://elsewhere", "tokx", None, "runx").api == "http://elsewhere"
