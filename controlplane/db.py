@@ -120,4 +120,15 @@ class Database:
 
 
 def _statements(sql: str) -> list[str]:
-    return [part.strip() for part in sql.split(";") if part.strip()]
+    """Split a script into statements; a trigger body's own semicolons stay inside its statement."""
+    statements: list[str] = []
+    buffer = ""
+    for part in sql.split(";"):
+        buffer += part + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \n;"):
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip(" \n;"):
+        statements.append(buffer.strip())
+    return statements

@@ -159,6 +159,13 @@ RESPONSE_SCHEMAS: dict[str, S] = {
             "runner_job_id": _STR,
             "status": {"type": "string", "enum": [s.value for s in ExecutionStatus]},
             "metadata": _HSTORE,
+            "status_history": {
+                "type": "array",
+                "items": _obj(
+                    {"status": {"type": "string", "enum": [s.value for s in ExecutionStatus]}, "at": _TS},
+                    ["status", "at"],
+                ),
+            },
             "result": _ref("Result"),
             "outputs": _ref("Outputs"),
         },

@@ -146,6 +146,9 @@ def execution(row: Row) -> dict[str, Any]:
     )
     if row["metadata"]:
         out["metadata"] = json.loads(row["metadata"])
+    history = row.get("status_history")
+    if history is not None:
+        out["status_history"] = [{"status": h["status"], "at": rfc3339(h["at"])} for h in history]
     result_row = row.get("result")
     if result_row is not None:
         out["result"] = result(result_row)

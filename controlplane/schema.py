@@ -104,4 +104,24 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             runner_job_id TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
         """,
     ),
+    (
+        2,
+        "execution status history",
+        """
+        CREATE TABLE execution_status_events (
+            execution_id TEXT NOT NULL, status TEXT NOT NULL, at INTEGER NOT NULL);
+        CREATE INDEX execution_status_events_execution ON execution_status_events (execution_id);
+        INSERT INTO execution_status_events (execution_id, status, at)
+            SELECT id, status, updated_at FROM runner_job_executions;
+        CREATE TRIGGER execution_status_created AFTER INSERT ON runner_job_executions BEGIN
+            INSERT INTO execution_status_events (execution_id, status, at)
+            VALUES (NEW.id, NEW.status, NEW.created_at);
+        END;
+        CREATE TRIGGER execution_status_changed AFTER UPDATE OF status ON runner_job_executions
+            WHEN NEW.status != OLD.status BEGIN
+            INSERT INTO execution_status_events (execution_id, status, at)
+            VALUES (NEW.id, NEW.status, NEW.updated_at);
+        END;
+        """,
+    ),
 ]

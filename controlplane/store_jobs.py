@@ -308,20 +308,31 @@ class JobStore(StoreBase):
             raise NotFound(f"execution {execution_id} of runner job {job_id} not found")
         return row
 
+    def _status_history(self, execution_id: str) -> list[Row]:
+        """Every status the execution had, in order (recorded by triggers, whoever changed it)."""
+        return self._all(
+            "SELECT status, at FROM execution_status_events WHERE execution_id = ? ORDER BY rowid",
+            (execution_id,),
+        )
+
     async def list_executions(self, job_id: str, *, runner_scope: str | None) -> list[Row]:
         def query() -> list[Row]:
             self._job_row(job_id, runner_scope)
-            return self._all(
+            rows = self._all(
                 "SELECT * FROM runner_job_executions WHERE job_id = ? ORDER BY created_at DESC, rowid DESC"
                 " LIMIT 1000",
                 (job_id,),
             )
+            for row in rows:
+                row["status_history"] = self._status_history(row["id"])
+            return rows
 
         return await self._run(query)
 
     async def get_execution(self, job_id: str, execution_id: str, *, runner_scope: str | None) -> Row:
         def query() -> Row:
             row = self._execution(job_id, execution_id, runner_scope)
+            row["status_history"] = self._status_history(execution_id)
             row["result"] = self._result(execution_id)
             row["outputs"] = self._one(
                 "SELECT * FROM execution_outputs WHERE execution_id = ?", (execution_id,)

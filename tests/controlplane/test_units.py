@@ -21,6 +21,7 @@ from controlplane.options import Credentials
 from controlplane.otlp import OTLPDecodeError, decode_logs, decompress
 from controlplane.routes_operator import job_spec, plan_workspace_id
 from controlplane.routes_terraform import lock_info
+from controlplane.schema import MIGRATIONS
 from controlplane.store import Store
 from controlplane.wire import b64url_decode, parse_wait, rfc3339
 
@@ -292,11 +293,11 @@ def test_store_terraform_lock_conflict_carries_the_holder() -> None:
 def test_database_migrations_run_once_and_survive_reopen(tmp_path: Path) -> None:
     path = tmp_path / "cp.db"
     first = Database(path)
-    assert first.schema_version() == 1
+    assert first.schema_version() == len(MIGRATIONS)
     first.conn.execute("INSERT INTO meta (key, value) VALUES ('probe', '1')")
     first.close()
     second = Database(path)
-    assert second.schema_version() == 1
+    assert second.schema_version() == len(MIGRATIONS)
     assert second.conn.execute("SELECT value FROM meta WHERE key = 'probe'").fetchone() == {"value": "1"}
     assert second.conn.execute("PRAGMA journal_mode").fetchone()["journal_mode"] == "wal"
     with pytest.raises(sqlite3.IntegrityError):

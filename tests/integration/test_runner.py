@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import time
@@ -37,10 +38,8 @@ def _sleep_pids(marker: str) -> list[int]:
 
 def _kill(pids: list[int]) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _wait_for(predicate: Any, timeout: float, message: str) -> Any:
@@ -71,11 +70,11 @@ def test_noop_lifecycle_outputs_result_and_logs(runner_process: Any, operator: A
     execution = _latest_execution(operator, job["id"])
     assert execution["status"] == "finished"
     assert execution.get("metadata", {}).get("client.version", "").startswith("runner:")
-    history = [h["status"] for h in execution.get("status_history", [])]
-    if history:  # the control plane records every status it accepted, in order
-        assert history == ["pending", "initializing", "in-progress", "cleaning-up", "finished"]
+    history = [h["status"] for h in execution["status_history"]]  # every status the server accepted
+    assert history == ["pending", "initializing", "in-progress", "cleaning-up", "finished"]
     result = operator.result(job["id"], execution["id"])
-    assert result is not None and result["success"] is True
+    assert result is not None
+    assert result["success"] is True
     records = operator.logs(done["log_stream_id"])
     bodies = [r["body"] for r in records]
     assert any("noop: nothing to do" in b for b in bodies)
@@ -112,7 +111,10 @@ def test_outputs_and_masked_secret(script_runner: Any, operator: Any) -> None:
     assert operator.result(job["id"], execution["id"])["contents"] == "plan-text"
     bodies = [r["body"] for r in operator.logs(done["log_stream_id"])]
     text = "\n".join(bodies)
-    assert "plain *** end" in text and "b64 *** end" in text and "url *** end" in text and "token *** end" in text
+    assert "plain *** end" in text
+    assert "b64 *** end" in text
+    assert "url *** end" in text
+    assert "token *** end" in text
     assert secret not in text
     assert base64.b64encode(secret.encode()).decode() not in text
     assert script_runner.runner_token not in text
@@ -127,7 +129,8 @@ def test_unknown_type_left_unclaimed_and_malformed_plan_fails(script_runner: Any
     result = operator.result(bad["id"], _latest_execution(operator, bad["id"])["id"])
     meta = result["error_metadata"]
     assert meta["step"] == "fetching"
-    assert "invalid plan" in meta["message"] and "lines" in meta["message"]
+    assert "invalid plan" in meta["message"]
+    assert "lines" in meta["message"]
     assert result["error_code"] == 2
     # still polling: the next job runs
     ok = operator.submit("noop")
@@ -180,7 +183,9 @@ def test_cancel_kills_the_child_and_removes_the_workspace(script_runner: Any, op
         _wait_for(lambda: not _sleep_pids(marker), 15, "a child process survived the cancel")
         _wait_for(lambda: not workspace.exists(), 15, "the workspace survived the cancel")
         _wait_for(
-            lambda: _latest_execution(operator, job["id"])["status"] == "cancelled", 10, "execution not cancelled"
+            lambda: _latest_execution(operator, job["id"])["status"] == "cancelled",
+            10,
+            "execution not cancelled",
         )
     finally:
         _kill(_sleep_pids(marker))
@@ -225,7 +230,9 @@ def test_kill_9_then_restart_reports_failed_and_cleans(runner_process_factory: A
         _kill(_sleep_pids(marker))
 
 
-def test_control_plane_outage_loses_no_log_line(script_runner: Any, operator: Any, control_plane: Any) -> None:
+def test_control_plane_outage_loses_no_log_line(
+    script_runner: Any, operator: Any, control_plane: Any
+) -> None:
     count = 300
     job = operator.submit(SCRIPT_TYPE, plan={"line_count": count, "line_interval": 0.05})
     _wait_for(lambda: operator.get_job(job["id"])["status"] == "in-progress", 20, "job never started")
@@ -264,7 +271,9 @@ def test_settings_change_is_picked_up_live(runner_process: Any, operator: Any) -
 def test_health_endpoints_and_health_check_job(runner_process: Any, operator: Any) -> None:
     assert runner_process.get("/healthz").status_code == 200
     ready = runner_process.get("/readyz").json()
-    assert ready["ok"] and ready["settings_fetched"] and ready["api_reachable"]
+    assert ready["ok"]
+    assert ready["settings_fetched"]
+    assert ready["api_reachable"]
     job = operator.submit("health-check")
     done = operator.wait_job(job["id"], TERMINAL, timeout=30)
     assert done["status"] == "finished"
