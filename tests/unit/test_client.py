@@ -72,7 +72,8 @@ async def test_4xx_not_retried_and_transport_error_wrapped() -> None:
     client = make(httpx.MockTransport(bad))
     with pytest.raises(APIError) as info:
         await client.create_execution("job1")
-    assert info.value.status == 409 and calls["n"] == 1
+    assert info.value.status == 409
+    assert calls["n"] == 1
     await client.aclose()
 
     def down(request: httpx.Request) -> httpx.Response:

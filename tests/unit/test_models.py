@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 import pytest
@@ -27,14 +28,14 @@ def test_durations_are_nanoseconds_on_the_wire() -> None:
     assert hb.to_wire() == {"alive_time": 1_500_000_000, "version": "", "process": ""}
     settings = RunnerGroupSettings.model_validate({"heart_beat_timeout": 5_000_000_000})
     assert settings.heart_beat_timeout == timedelta(seconds=5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="integer number of nanoseconds"):
         RunnerJob.model_validate({"execution_timeout": "soon"})
 
 
 def test_transition_table() -> None:
     S = ExecutionStatus
     happy = [S.PENDING, S.INITIALIZING, S.IN_PROGRESS, S.CLEANING_UP, S.FINISHED]
-    for a, b in zip(happy, happy[1:], strict=False):
+    for a, b in itertools.pairwise(happy):
         assert is_legal_transition(a, b)
     for running in (S.PENDING, S.INITIALIZING, S.IN_PROGRESS, S.CLEANING_UP):
         for end in (S.FAILED, S.TIMED_OUT, S.CANCELLED):

@@ -87,10 +87,11 @@ def test_failure_result_is_kept_by_the_server() -> None:
     assert wire["contents"]  # the reference server drops results without contents
     assert json.loads(wire["contents"])["message"] == "registry said 401"
     meta = wire["error_metadata"]
-    assert (
-        meta["step"] == "execute" and meta["handler"] == "OciSyncHandler" and meta["job_type"] == "oci-sync"
-    )
-    assert meta["ref"] == "127.0.0.1:5000/a:b" and meta["logs_lost"] == "3"
+    assert meta["step"] == "execute"
+    assert meta["handler"] == "OciSyncHandler"
+    assert meta["job_type"] == "oci-sync"
+    assert meta["ref"] == "127.0.0.1:5000/a:b"
+    assert meta["logs_lost"] == "3"
 
 
 def test_groups_from_settings_and_config() -> None:
@@ -114,7 +115,8 @@ def test_health_routes() -> None:
     endpoints = HealthEndpoints(lambda: Probe(True, {}), lambda: Probe(False, {"why": "x"}), metrics.render)
     assert route(endpoints, "GET", "/healthz").startswith(b"HTTP/1.1 200")
     ready = route(endpoints, "GET", "/readyz")
-    assert ready.startswith(b"HTTP/1.1 503") and b'"why": "x"' in ready
+    assert ready.startswith(b"HTTP/1.1 503")
+    assert b'"why": "x"' in ready
     body = route(endpoints, "GET", "/metrics")
     assert b'byoc_runner_jobs_total{type="noop",outcome="finished"} 1' in body
     assert route(endpoints, "POST", "/healthz").startswith(b"HTTP/1.1 405")

@@ -39,11 +39,14 @@ def test_go_names_any_case() -> None:
     )
     plan = decode_plan("oci-sync", text)
     assert isinstance(plan, SyncOCIPlan)
-    assert plan.src_registry is not None and plan.src_registry.registry_type == "private_oci"
-    assert plan.src_registry.oci_auth is not None and plan.src_registry.oci_auth.password == "p"
+    assert plan.src_registry is not None
+    assert plan.src_registry.registry_type == "private_oci"
+    assert plan.src_registry.oci_auth is not None
+    assert plan.src_registry.oci_auth.password == "p"
     assert plan.src_registry.login_server == "127.0.0.1:5000"
     assert plan.src_tag == "bld1"
-    assert plan.dst_registry is not None and plan.dst_registry.ecr_auth is not None
+    assert plan.dst_registry is not None
+    assert plan.dst_registry.ecr_auth is not None
     assert plan.dst_registry.ecr_auth.use_default
     wire = plan.to_wire()
     assert wire["src_registry"]["RegistryType"] == "private_oci"
@@ -56,14 +59,17 @@ def test_deploy_and_sandbox_plans() -> None:
         '{"terraform": {"terraform_backend": {"workspaceid": "tfw1"}, "vars": {"a": 1}, '
         '"hooks": {"enabled": true, "envVars": {"X": "1"}}}, "apply_plan_contents": "abc"}',
     )
-    assert isinstance(deploy, DeployPlan) and deploy.terraform is not None
+    assert isinstance(deploy, DeployPlan)
+    assert deploy.terraform is not None
     assert deploy.terraform.terraform_backend is not None
     assert deploy.terraform.terraform_backend.workspace_id == "tfw1"
-    assert deploy.terraform.hooks is not None and deploy.terraform.hooks.env_vars == {"X": "1"}
+    assert deploy.terraform.hooks is not None
+    assert deploy.terraform.hooks.env_vars == {"X": "1"}
     sandbox = decode_plan(
         "sandbox-terraform", '{"policies": {"0.yaml": "x"}, "local_archive": {"local_archive": "/m"}}'
     )
-    assert isinstance(sandbox, SandboxRunPlan) and sandbox.policies == {"0.yaml": "x"}
+    assert isinstance(sandbox, SandboxRunPlan)
+    assert sandbox.policies == {"0.yaml": "x"}
 
 
 @pytest.mark.parametrize(
@@ -83,7 +89,8 @@ def test_empty_and_planless() -> None:
     assert isinstance(decode_plan("noop", ""), EmptyPlan)
     assert isinstance(decode_plan("noop", "null"), EmptyPlan)
     plan = decode_plan("health-check", '{"sandbox_mode": {"enabled": true, "outputs": {"a": 1}}}')
-    assert plan.sandbox_mode is not None and plan.sandbox_mode.outputs == {"a": 1}
+    assert plan.sandbox_mode is not None
+    assert plan.sandbox_mode.outputs == {"a": 1}
 
 
 def test_plan_result_round_trip_to_the_byte() -> None:
