@@ -33,7 +33,15 @@ from typing import Any
 import anyio
 import structlog
 
-from runner.api.client import APIError, Conflict, RetryPolicy, RunnerClient, Unauthorized, with_retries
+from runner.api.client import (
+    APIError,
+    Conflict,
+    NotFound,
+    RetryPolicy,
+    RunnerClient,
+    Unauthorized,
+    with_retries,
+)
 from runner.api.models import (
     EXECUTION_TRANSITIONS,
     ErrorCode,
@@ -440,7 +448,13 @@ class JobRun:
         if not model_owner.needs_plan:
             ctx.plan = model_owner.plan_model_for(self.job.type)()
             return
-        text = await self.deps.api.get_plan(self.job.id)
+        try:
+            text = await self.deps.api.get_plan(self.job.id)
+        except NotFound:
+            # The contract answers 404 for a job created without a plan: an empty plan, and the
+            # handler says what it misses.
+            ctx.log.info("the job has no plan")
+            text = ""
         ctx.plan_text = text
         ctx.plan = decode_plan(self.job.type, text, model_owner.plan_model_for(self.job.type))
         ops = model_owner.operations

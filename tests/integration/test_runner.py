@@ -302,3 +302,46 @@ def test_sandbox_mode_fakes_jobs(runner_process_factory: Any, operator: Any) -> 
     assert done["outputs"] == {"image": {"tag": "fake"}}
     assert any("sandbox mode" in r["body"] for r in operator.logs(done["log_stream_id"]))
     assert runner.get("/healthz").status_code == 200
+
+
+def test_second_sigterm_exits_at_once(script_runner: Any, operator: Any) -> None:
+    marker = "600.0404"
+    try:
+        job = operator.submit(SCRIPT_TYPE, plan={"argv": ["sleep", marker]})
+        _wait_for(lambda: _sleep_pids(marker), 20, "child never started")
+        script_runner.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        assert script_runner.proc.poll() is None  # draining: the job may still finish
+        script_runner.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        assert script_runner.wait_exit(timeout=10) == 143
+        assert time.monotonic() - started < 5
+        assert operator.get_job(job["id"])["status"] == "in-progress"  # left for the journal replay
+    finally:
+        _kill(_sleep_pids(marker))
+
+
+def test_update_version_finishes_then_exits_for_a_restart(runner_process: Any, operator: Any) -> None:
+    job = operator.submit("update-version")
+    assert runner_process.wait_exit(timeout=60) == 75
+    done = operator.get_job(job["id"])
+    assert done["status"] == "finished"
+    assert done["outputs"]["current_version"]
+
+
+def test_sandbox_fault_injection_fails_the_job(runner_process_factory: Any, operator: Any) -> None:
+    operator.patch_settings(sandbox_mode=True)
+    runner_process_factory(RUNNER_SANDBOX_JOB_DURATION="0.1", RUNNER_SANDBOX_FAULTS="1")
+    job = operator.submit("noop-deploy")
+    done = operator.wait_job(job["id"], TERMINAL, timeout=30)
+    assert done["status"] == "failed"
+    result = operator.result(job["id"], _latest_execution(operator, job["id"])["id"])
+    assert "sandbox mode fault injected" in result["error_metadata"]["message"]
+
+
+def test_shut_down_is_not_faked_in_sandbox_mode(runner_process: Any, operator: Any) -> None:
+    operator.patch_settings(sandbox_mode=True)
+    time.sleep(1.5)
+    job = operator.submit("shut-down", metadata={"shutdown_type": "force"})
+    assert runner_process.wait_exit(timeout=60) == 0
+    assert operator.get_job(job["id"])["status"] == "finished"
