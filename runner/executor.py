@@ -198,7 +198,9 @@ class StatusReporter:
         await self.api.update_execution(self.job_id, self.execution_id, status)
         self.current = status
         self.sent.append(status)
-        await self.journal.update_status_async(self.execution_id, status.value)
+        if status == ExecutionStatus.IN_PROGRESS:
+            # The one status worth a journal write: an orphan was past its set-up.
+            await self.journal.update_status_async(self.execution_id, status.value)
 
     async def final(self, status: ExecutionStatus, *, deadline: float) -> bool:
         """Report a terminal status, retrying until ``deadline``; True when the server has it.

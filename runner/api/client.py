@@ -178,17 +178,15 @@ class RunnerClient:
         """One API call with its deadline and retry policy; raises APIError/TransportError."""
         policy = retry or self.retry
         last: BaseException | None = None
-        per_call = timeout if timeout is not None else self.timeout
+        extra: dict[str, Any] = {}
+        if params:
+            extra["params"] = {k: v for k, v in params.items() if v is not None}
+        if timeout is not None:
+            extra["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 5.0))
         for attempt in range(policy.attempts):
             try:
                 response = await self._http.request(
-                    method,
-                    path,
-                    json=json,
-                    content=content,
-                    params={k: v for k, v in (params or {}).items() if v is not None},
-                    headers=headers,
-                    timeout=httpx.Timeout(per_call, connect=min(per_call, 5.0)),
+                    method, path, json=json, content=content, headers=headers, **extra
                 )
                 _raise_for_status(method, path, response)
                 return response
