@@ -83,12 +83,23 @@ def decode_logs(body: bytes) -> list[LogRecord]:
         raise OTLPDecodeError(f"not an OTLP ExportLogsServiceRequest: {exc}") from exc
     records: list[LogRecord] = []
     append = records.append
+    # A runner sends the same attributes for every line of a job step: encode each set once.
+    attrs_json: dict[tuple[bytes, ...], str] = {}
     for resource_logs in request.resource_logs:
         resource_attrs = json.dumps(attributes(resource_logs.resource.attributes), separators=(",", ":"))
         for scope_logs in resource_logs.scope_logs:
             scope_name = scope_logs.scope.name
             for rec in scope_logs.log_records:
                 attrs = rec.attributes
+                if attrs:
+                    key = tuple(kv.SerializeToString() for kv in attrs)
+                    encoded = attrs_json.get(key)
+                    if encoded is None:
+                        encoded = json.dumps(attributes(attrs), separators=(",", ":"))
+                        if len(attrs_json) < 1024:
+                            attrs_json[key] = encoded
+                else:
+                    encoded = "{}"
                 append(
                     LogRecord(
                         time_unix_nano=min(rec.time_unix_nano, INT64_MAX),
@@ -96,7 +107,7 @@ def decode_logs(body: bytes) -> list[LogRecord]:
                         severity_text=rec.severity_text,
                         severity_number=int(rec.severity_number),
                         body=_body(rec.body),
-                        attributes=json.dumps(attributes(attrs), separators=(",", ":")) if attrs else "{}",
+                        attributes=encoded,
                         resource_attributes=resource_attrs,
                         scope_name=scope_name,
                         trace_id=rec.trace_id.hex(),
