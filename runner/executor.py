@@ -79,6 +79,9 @@ PIPELINE: tuple[tuple[str, ExecutionStatus], ...] = (
 FINAL_REPORT_SECONDS = 120.0
 CLEANUP_AFTER_ABORT_SECONDS = 60.0
 LOG_FLUSH_SECONDS = 30.0
+#: While records keep reaching the server, the flush before the final status waits for them;
+#: this long without progress ends the wait.
+LOG_STALL_SECONDS = 15.0
 
 
 class AbortReason(enum.StrEnum):
@@ -529,6 +532,7 @@ class JobRun:
             with anyio.move_on_after(deps.config.child_grace + 5):
                 await processes.terminate_all()
 
+        await _wait_while_logs_flow(stream)
         report = await stream.close(deadline=anyio.current_time() + LOG_FLUSH_SECONDS)
         deps.metrics.log_records.inc(report.delivered, "shipped")
         deps.metrics.log_records.inc(report.spooled, "spooled")
@@ -562,6 +566,22 @@ class JobRun:
             except OSError as exc:
                 log.warning("could not remove workspace", execution_id=self.execution_id, error=str(exc))
         return Outcome(status=status, failure=failure, logs=report, reported=reported)
+
+
+async def _wait_while_logs_flow(stream: JobLogStream) -> None:
+    """Give a big backlog of records the time it needs, as long as the server keeps taking them.
+
+    A job that printed a million lines in a second must not lose the tail to a fixed flush
+    deadline; a control plane that stopped accepting must not hold the final status forever.
+    """
+    last, last_progress = stream.delivered, anyio.current_time()
+    while stream.backlog > 0:
+        await anyio.sleep(0.1)
+        now = anyio.current_time()
+        if stream.delivered != last:
+            last, last_progress = stream.delivered, now
+        elif now - last_progress > LOG_STALL_SECONDS:
+            return
 
 
 def _pid() -> int:

@@ -133,6 +133,24 @@ class JobLogStream:
         self._logger = JobLogger(self._emit, Bound(attrs))
 
     @property
+    def delivered(self) -> int:
+        """Records the server has accepted so far (grows while the stream ships)."""
+        return self._delivered
+
+    @property
+    def backlog(self) -> int:
+        """About how many records are not delivered yet (memory, in flight, spool)."""
+        with self._lock:
+            queued = len(self._q)
+            inflight = sum(
+                len(b.frames) + (len(b.raw) - b.pos if b.raw is not None else 0)
+                for b in self._inflight
+                if b.spool_range is None
+            )
+            spooled = self._spool.pending if self._spool is not None else 0
+        return queued + inflight + spooled
+
+    @property
     def logger(self) -> JobLogger:
         return self._logger
 
