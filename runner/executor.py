@@ -82,6 +82,7 @@ LOG_FLUSH_SECONDS = 30.0
 #: While records keep reaching the server, the flush before the final status waits for them;
 #: this long without progress ends the wait.
 LOG_STALL_SECONDS = 15.0
+LOG_BACKLOG_WAIT_ABOVE = 5_000
 
 
 class AbortReason(enum.StrEnum):
@@ -575,7 +576,8 @@ async def _wait_while_logs_flow(stream: JobLogStream) -> None:
     deadline; a control plane that stopped accepting must not hold the final status forever.
     """
     last, last_progress = stream.delivered, anyio.current_time()
-    while stream.backlog > 0:
+    # A small backlog is close()'s job (it ships at once); only a big one is waited for here.
+    while stream.backlog > LOG_BACKLOG_WAIT_ABOVE:
         await anyio.sleep(0.1)
         now = anyio.current_time()
         if stream.delivered != last:
