@@ -191,7 +191,7 @@ async def run_exec(request: ExecRequest) -> int:
     base.mkdir(parents=True, exist_ok=True)
     runner_dir = base / "exec-runner"
     exit_code = 1
-    async with serve(base / "controlplane", host="127.0.0.1", port=0) as cp:
+    async with serve(base / "controlplane", host="127.0.0.1", port=0, quiet=True) as cp:
         operator = OperatorAPI(cp.url, cp.credentials.admin_token, cp.credentials.runner_id)
         body: dict[str, Any] = {"type": request.job_type, "plan": plan}
         if request.operation:
@@ -312,7 +312,7 @@ async def run_local(request: LocalRequest) -> int:
     base.mkdir(parents=True, exist_ok=True)
     logging_setup.configure_logging(request.log_format, "WARN" if request.demo else "INFO")
     concurrency = _parse_concurrency(request.concurrency) if request.concurrency else {}
-    async with serve(base / "controlplane", host=request.host, port=request.port) as cp:
+    async with serve(base / "controlplane", host=request.host, port=request.port, quiet=request.demo) as cp:
         config = _runner_config(
             base / "runner",
             cp,
