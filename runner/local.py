@@ -337,8 +337,7 @@ async def run_local(request: LocalRequest) -> int:
             if not request.demo:
                 sys.stderr.write(
                     f"control plane: {cp.url}  runner: {creds.runner_id}\n"
-                    f"submit a job:  RUNNER_API_URL={cp.url} runner jobs submit --type noop --wait "
-                    f"--state-dir {base / 'controlplane'}\n"
+                    f"submit a job:  runner jobs --state-dir {base} submit --type noop --wait\n"
                     "press Ctrl-C to stop\n"
                 )
                 return await _wait_forever(tg, lambda: code)
