@@ -197,12 +197,7 @@ def exec_(
         owner_id=owner_id,
         log_format=log_format,
     )
-    try:
-        code = anyio.run(run_exec, request, backend_options=event_loop_options())
-    except ConfigError as exc:
-        _fail_config(exc)
-        return
-    sys.exit(code)
+    sys.exit(_run_local_mode(run_exec, request))
 
 
 @cli.command()
@@ -234,12 +229,26 @@ def local(
         concurrency=concurrency,
         log_format=log_format,
     )
+    sys.exit(_run_local_mode(run_local, request))
+
+
+def _run_local_mode(func: Any, request: Any) -> int:
+    """Run ``runner exec``/``runner local``; a bad input or a busy state dir is one clear line."""
+    from runner.journal import StateDirLocked
+
     try:
-        code = anyio.run(run_local, request, backend_options=event_loop_options())
-    except ConfigError as exc:
-        _fail_config(exc)
-        return
-    sys.exit(code)
+        code: int = anyio.run(func, request, backend_options=event_loop_options())
+    except BaseException as exc:  # task groups wrap errors in ExceptionGroups
+        cause: BaseException = exc
+        while isinstance(cause, BaseExceptionGroup) and len(cause.exceptions) == 1:
+            cause = cause.exceptions[0]
+        if isinstance(cause, ConfigError):
+            _fail_config(cause)
+        if isinstance(cause, StateDirLocked):
+            click.echo(f"runner: {cause}", err=True)
+            sys.exit(CONFIG_ERROR_EXIT)
+        raise
+    return code
 
 
 def main() -> None:
