@@ -319,7 +319,6 @@ class JobRun:
         job_log = stream.logger
         handler_name = job.type
         failure: Failure | None = None
-        deadline_hit = False
         timeout = (job.execution_timeout.total_seconds() if job.execution_timeout else 0) or 300.0
         deadline = anyio.current_time() + timeout
         processes: JobProcessRunner | None = None
@@ -329,37 +328,12 @@ class JobRun:
         deps.metrics.jobs_running.inc(1, self.group)
         try:
             try:
-                await deps.journal.record_claim_async(
-                    JournalEntry(
-                        execution_id=self.execution_id,
-                        job_id=job.id,
-                        job_type=job.type,
-                        group=self.group,
-                        log_stream_id=job.log_stream_id,
-                        claimed_at=time.time(),
-                        pid=_pid(),
-                        last_status=ExecutionStatus.PENDING.value,
-                        spool_key=spool_key,
-                    )
-                )
-                workspace = deps.workspaces.create(self.execution_id)
-                processes = JobProcessRunner(
-                    job_log, workspace=workspace, default_grace=deps.config.child_grace, secrets=secrets
-                )
-                handler_cls = self._choose_handler()
-                handler_name = handler_cls.__name__
-                handler = handler_cls()
-                self._handler = handler
-                job_log.info(
-                    f"runner {deps.config.runner_id} picked up job {job.id} ({job.type}"
-                    + (f", {job.operation}" if job.operation else "")
-                    + f"), execution {self.execution_id}, handler {handler_name}",
-                )
+                processes, handler = await self._set_up(job_log, secrets, spool_key)
+                handler_name = type(handler).__name__
             except Exception as exc:  # disk full, a broken handler class, a journal that cannot write
                 failure = classify(
                     step="claimed", error=exc, abort=None, deadline_hit=False, handler_name=handler_name
                 )
-
             if failure is None and handler is not None and processes is not None:
                 ctx = JobContext(
                     job=job,
@@ -377,32 +351,8 @@ class JobRun:
                     deadline=deadline,
                 )
                 self._ctx = ctx
-                error: BaseException | None = None
-                with anyio.CancelScope(deadline=deadline) as scope:
-                    self._work_scope = scope
-                    if self.abort_reason is not None:
-                        scope.cancel()
-                    try:
-                        async with anyio.create_task_group() as tg:
-                            tg.start_soon(self._watch_job, scope)
-                            try:
-                                await self._pipeline(ctx, handler, job_log)
-                            finally:
-                                tg.cancel_scope.cancel()
-                        cleanup_done = True
-                    except Exception as exc:
-                        error = unwrap(exc)
-                self._work_scope = None
-                if scope.cancelled_caught or error is not None:
-                    deadline_hit = scope.cancelled_caught and self.abort_reason is None
-                    failure = classify(
-                        step=self.step,
-                        error=error,
-                        abort=self.abort_reason if scope.cancelled_caught else None,
-                        deadline_hit=deadline_hit,
-                        handler_name=handler_name,
-                    )
-                    cleanup_done = False
+                failure = await self._run_scoped(ctx, handler, job_log, deadline)
+                cleanup_done = failure is None
         finally:
             with anyio.CancelScope(shield=True):
                 outcome = await self._finalise(
@@ -428,6 +378,67 @@ class JobRun:
                 self.outcome = outcome
                 self.done.set()
         return outcome
+
+    async def _set_up(
+        self, job_log: Any, secrets: Redactor, spool_key: str
+    ) -> tuple[JobProcessRunner, Handler]:
+        """Journal the claim, make the workspace, pick and build the handler."""
+        deps, job = self.deps, self.job
+        await deps.journal.record_claim_async(
+            JournalEntry(
+                execution_id=self.execution_id,
+                job_id=job.id,
+                job_type=job.type,
+                group=self.group,
+                log_stream_id=job.log_stream_id,
+                claimed_at=time.time(),
+                pid=_pid(),
+                last_status=ExecutionStatus.PENDING.value,
+                spool_key=spool_key,
+            )
+        )
+        workspace = deps.workspaces.create(self.execution_id)
+        processes = JobProcessRunner(
+            job_log, workspace=workspace, default_grace=deps.config.child_grace, secrets=secrets
+        )
+        handler_cls = self._choose_handler()
+        handler = handler_cls()
+        self._handler = handler
+        job_log.info(
+            f"runner {deps.config.runner_id} picked up job {job.id} ({job.type}"
+            + (f", {job.operation}" if job.operation else "")
+            + f"), execution {self.execution_id}, handler {handler_cls.__name__}",
+        )
+        return processes, handler
+
+    async def _run_scoped(
+        self, ctx: JobContext, handler: Handler, job_log: Any, deadline: float
+    ) -> Failure | None:
+        """``PIPELINE`` inside the job's cancel scope (deadline, aborts) with its status watcher."""
+        error: BaseException | None = None
+        with anyio.CancelScope(deadline=deadline) as scope:
+            self._work_scope = scope
+            if self.abort_reason is not None:
+                scope.cancel()
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._watch_job, scope)
+                    try:
+                        await self._pipeline(ctx, handler, job_log)
+                    finally:
+                        tg.cancel_scope.cancel()
+            except Exception as exc:
+                error = unwrap(exc)
+        self._work_scope = None
+        if not scope.cancelled_caught and error is None:
+            return None
+        return classify(
+            step=self.step,
+            error=error,
+            abort=self.abort_reason if scope.cancelled_caught else None,
+            deadline_hit=scope.cancelled_caught and self.abort_reason is None,
+            handler_name=type(handler).__name__,
+        )
 
     async def _pipeline(self, ctx: JobContext, handler: Handler, job_log: Any) -> None:
         """Run every step of ``PIPELINE`` under its execution status."""
