@@ -141,7 +141,6 @@ class Daemon:
         self.pipeline: LogPipeline | None = None
         self.pollers: dict[str, GroupPoller] = {}
         self.runs: dict[str, JobRun] = {}
-        self.started = PROCESS_STARTED
         self.last_heartbeat_tick = time.monotonic()
         self.last_settings_tick = time.monotonic()
         self.last_api_ok: float | None = None
@@ -377,7 +376,7 @@ class Daemon:
             period = self._heartbeat_period()
             next_beat = max(next_beat + period, anyio.current_time())
             request = HeartBeatRequest(
-                alive_time=_uptime(self.started), version=self.config.version, process=self.config.process
+                alive_time=_uptime(PROCESS_STARTED), version=self.config.version, process=self.config.process
             )
             with anyio.move_on_after(max(0.5, min(period, self.config.request_timeout))) as scope:
                 try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -189,7 +190,6 @@ class StatusReporter:
         self.execution_id = execution_id
         self.journal = journal
         self.current = ExecutionStatus.PENDING
-        self.sent: list[ExecutionStatus] = []
 
     async def move_to(self, status: ExecutionStatus) -> None:
         if status == self.current:
@@ -201,7 +201,6 @@ class StatusReporter:
             )
         await self.api.update_execution(self.job_id, self.execution_id, status)
         self.current = status
-        self.sent.append(status)
         if status == ExecutionStatus.IN_PROGRESS:
             # The one status worth a journal write: an orphan was past its set-up.
             await self.journal.update_status_async(self.execution_id, status.value)
@@ -235,7 +234,6 @@ class StatusReporter:
             )
             return False
         self.current = status
-        self.sent.append(status)
         return True
 
 
@@ -392,7 +390,7 @@ class JobRun:
                 group=self.group,
                 log_stream_id=job.log_stream_id,
                 claimed_at=time.time(),
-                pid=_pid(),
+                pid=os.getpid(),
                 last_status=ExecutionStatus.PENDING.value,
                 spool_key=spool_key,
             )
@@ -548,7 +546,7 @@ class JobRun:
         report = await stream.close(deadline=anyio.current_time() + LOG_FLUSH_SECONDS)
         deps.metrics.log_records.inc(report.delivered, "shipped")
         deps.metrics.log_records.inc(report.spooled, "spooled")
-        deps.metrics.log_records.inc(report.lost + report.spooled, "lost")
+        deps.metrics.log_records.inc(report.lost, "lost")  # spooled ones are delivered later
         undelivered = report.lost + report.spooled
 
         status = failure.status if failure else ExecutionStatus.FINISHED
@@ -595,9 +593,3 @@ async def _wait_while_logs_flow(stream: JobLogStream) -> None:
             last, last_progress = stream.delivered, now
         elif now - last_progress > LOG_STALL_SECONDS:
             return
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()

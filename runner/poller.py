@@ -84,7 +84,6 @@ class GroupPoller:
         self.start_job = start_job
         self.metrics = metrics
         self.last_poll = time.monotonic()
-        self.started = time.monotonic()
         self._scope: anyio.CancelScope | None = None
         self._stopped = False
 
