@@ -103,6 +103,8 @@ class BackendProxy:
         self.calls: list[tuple[str, str, int]] = []
         #: The holder's lock info (keys lower-cased) when a lock attempt met someone else's lock.
         self.conflict: dict[str, Any] | None = None
+        #: The last state terraform stored through this proxy (the control plane took it).
+        self.last_state: bytes | None = None
 
     # ------------------------------------------------------------------ addresses
     @property
@@ -195,6 +197,19 @@ class BackendProxy:
             return lock_id
         self._log.error("timed out releasing this job's state lock", lock_id=lock_id)
         return ""
+
+    async def current_state(self) -> bytes:
+        """The workspace's state: the one terraform last stored through this proxy, else the
+        control plane's copy (an apply that changed nothing may store none)."""
+        if self.last_state is not None:
+            return self.last_state
+        response = await self._api.request(
+            "GET",
+            "/v1/terraform-backend",
+            params={"workspace_id": self.workspace_id, "job_id": self.job_id},
+            retry=_STATE_RETRY,
+        )
+        return response.content
 
     # ------------------------------------------------------------------ HTTP/1.1
     async def _handle_connection(self, stream: SocketStream) -> None:
@@ -292,6 +307,8 @@ class BackendProxy:
         self._log.debug("terraform backend call", method=method, path=path, status=reply.status)
         if 200 <= reply.status < 300:
             self._track_lock(path, body)
+            if path == "/v1/terraform-backend" and method == "POST":
+                self.last_state = body
         elif path.endswith("/lock") and reply.status in (409, 423):
             self.conflict = _lock_info(reply.body) or {"id": "(unknown)"}
             self._log.error(

@@ -88,6 +88,11 @@ class TerraformCLI:
         result = await self._run("show", args, capture=True)
         return result.stdout or b""
 
+    async def providers_schema_json(self) -> bytes:
+        """``terraform providers schema -json``: every provider's schema (starts each provider)."""
+        result = await self._run("providers", ["providers", "schema", "-json"], capture=True)
+        return result.stdout or b""
+
     async def output_json(self) -> dict[str, Any]:
         result = await self._run("output", ["output", "-json"], capture=True)
         try:

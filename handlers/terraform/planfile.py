@@ -8,11 +8,20 @@ Whether the plan is a *destroy* plan decides which sandbox hooks run (``*-destro
 ``*-apply.sh``). The JSON of ``terraform show`` does not say; the plan's protobuf does, in
 ``Plan.ui_mode`` (field 17: 0 normal, 1 destroy, 2 refresh-only). Reading one top-level varint
 needs no generated code, so it is done here with a tiny wire-format scanner.
+
+Whether the apply job must run ``terraform init`` is decided here too. Applying a saved plan
+takes the configuration and the backend settings from the plan file itself; ``init`` is only
+needed to install what the plan file does not carry: the providers in its dependency lock file,
+and the remote modules (their non-``.tf`` files, scripts a provisioner runs, live in
+``.terraform/modules``). A plan that locks no provider and calls only local modules is applied
+without ``init``: one terraform start and the backend round trips it makes, saved.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import re
 import zipfile
 from dataclasses import dataclass
 
@@ -22,6 +31,8 @@ from runner.handler import HandlerError
 
 _UI_MODE_FIELD = 17
 _MODES = {0: "normal", 1: "destroy", 2: "refresh-only"}
+_LOCKED_PROVIDER_RE = re.compile(r'^\s*provider\s+"([^"]+)"', re.MULTILINE)
+_LOCAL_SOURCE = ("./", "../")
 
 
 class BadPlanFile(HandlerError):
@@ -32,6 +43,8 @@ class BadPlanFile(HandlerError):
 class PlanFile:
     raw: bytes
     mode: str
+    #: Why ``terraform init`` must run before this plan is applied ("" when it need not).
+    init_reason: str = "the plan file does not say what it needs"
 
     @property
     def is_destroy(self) -> bool:
@@ -74,6 +87,29 @@ def plan_mode(tfplan: bytes) -> str:
     return "normal"
 
 
+def init_reason(zf: zipfile.ZipFile) -> str:
+    """Why applying this plan needs ``terraform init`` ("" if it does not); see the module doc."""
+    names = set(zf.namelist())
+    if ".terraform.lock.hcl" not in names or "tfconfig/modules.json" not in names:
+        return "the plan file has no dependency lock file or module manifest"
+    locked = _LOCKED_PROVIDER_RE.findall(zf.read(".terraform.lock.hcl").decode("utf-8", "replace"))
+    if locked:
+        return f"providers to install: {', '.join(sorted(locked))}"
+    try:
+        manifest = json.loads(zf.read("tfconfig/modules.json"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return "the plan file's module manifest is not JSON"
+    if not isinstance(manifest, list):
+        return "the plan file's module manifest is not a list"
+    for entry in manifest:
+        if not isinstance(entry, dict):
+            return "the plan file's module manifest is malformed"
+        source = str(entry.get("Source", ""))
+        if entry.get("Key") and not source.startswith(_LOCAL_SOURCE):
+            return f"a remote module to install: {source}"
+    return ""
+
+
 def parse_plan_file(raw: bytes) -> PlanFile:
     """Validate a plan file's bytes and read its mode; BadPlanFile if it is not a plan."""
     try:
@@ -84,6 +120,7 @@ def parse_plan_file(raw: bytes) -> PlanFile:
                 raise BadPlanFile(
                     "apply_plan_contents is a zip but not a terraform plan (no tfplan member)"
                 ) from None
+            reason = init_reason(zf)
     except zipfile.BadZipFile:
         raise BadPlanFile(
             "apply_plan_contents is not a terraform plan file (not a zip); "
@@ -93,7 +130,7 @@ def parse_plan_file(raw: bytes) -> PlanFile:
         mode = plan_mode(inner)
     except ValueError:
         mode = "normal"
-    return PlanFile(raw=raw, mode=mode)
+    return PlanFile(raw=raw, mode=mode, init_reason=reason)
 
 
 def decode_plan_file(apply_plan_contents: str) -> PlanFile:
