@@ -64,6 +64,8 @@ CREATE_APPLY_PLAN = "create-apply-plan"
 CREATE_TEARDOWN_PLAN = "create-teardown-plan"
 APPLY_PLAN = "apply-plan"
 OPERATIONS = frozenset({CREATE_APPLY_PLAN, CREATE_TEARDOWN_PLAN, APPLY_PLAN})
+#: States up to this size are rendered on the event loop (a few ms at most); larger in a thread.
+_RENDER_INLINE_BYTES = 64 * 1024
 
 
 def register_sensitive(value: Any, secrets: SecretRegistry) -> None:
@@ -348,10 +350,11 @@ class TerraformRunHandler(Handler):
         assert self.proxy is not None
         assert self.module_dir is not None
         raw = await self.proxy.current_state()
-        # Off the event loop: walking a large state takes a while.
-        attempt = await anyio.to_thread.run_sync(
-            _render_state_json, raw, self._schema_cache(ctx), self.module_dir
-        )
+        arguments = (raw, self._schema_cache(ctx), self.module_dir)
+        if len(raw) > _RENDER_INLINE_BYTES:  # off the event loop: a large state takes a while
+            attempt = await anyio.to_thread.run_sync(_render_state_json, *arguments)
+        else:
+            attempt = _render_state_json(*arguments)
         if attempt.rendered is not None:
             ctx.log.info("state JSON rendered from the applied state", bytes=len(attempt.rendered))
             return attempt.rendered

@@ -29,7 +29,9 @@ _LOCK_BLOCK_RE = re.compile(r'provider\s+"([^"]+)"\s*\{(.*?)^\}', re.DOTALL | re
 _LOCK_VERSION_RE = re.compile(r'^\s*version\s*=\s*"([^"]+)"', re.MULTILINE)
 _PLAN_PROVIDER_RE = re.compile(rb'"provider_name":"([^"\\]+)"')
 _MODES = (("managed", "resource_schemas"), ("data", "data_source_schemas"))
-_MEMO_LIMIT = 16
+_MEMO_LIMIT = 32
+#: Parsed schema files, shared by every job of the process (the files never change once written).
+_MEMO: dict[Path, dict[str, Any]] = {}
 
 
 def locked_versions(module_dir: Path, terraform_version: str) -> dict[str, str]:
@@ -62,7 +64,6 @@ class SchemaCache:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._memo: dict[Path, dict[str, Any]] = {}
 
     @classmethod
     def in_tools_dir(cls, tools_dir: Path) -> SchemaCache:
@@ -101,16 +102,18 @@ class SchemaCache:
         return found
 
     def _load(self, path: Path) -> dict[str, Any] | None:
-        if path in self._memo:
-            return self._memo[path]
+        if path in _MEMO:
+            return _MEMO[path]
         try:
             document = json.loads(path.read_bytes())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        if len(self._memo) >= _MEMO_LIMIT:
-            self._memo.pop(next(iter(self._memo)))
-        self._memo[path] = document
-        return document if isinstance(document, dict) else None
+        if not isinstance(document, dict):
+            return None
+        if len(_MEMO) >= _MEMO_LIMIT:
+            _MEMO.pop(next(iter(_MEMO)))
+        _MEMO[path] = document
+        return document
 
     def store(self, terraform_version: str, schemas_json: bytes, versions: Mapping[str, str]) -> list[str]:
         """Keep each provider of a ``providers schema -json`` document; returns those stored."""

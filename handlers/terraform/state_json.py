@@ -18,7 +18,7 @@ print, following terraform's ``jsonstate`` format (format_version 1.0):
   node, list elements kept as ``false``, object keys that are not sensitive left out;
 * resources in terraform's instance order (data sources first, then type, name and key, with
   numeric keys by value), child modules nested and sorted by address;
-* numbers copied as terraform wrote them, strings escaped as Go's ``encoding/json`` does.
+* numbers exactly as terraform wrote them, strings escaped as Go's ``encoding/json`` does.
 
 Anything this module does not model (a deposed object, check results, a field newer than the
 state format it knows, a schema it has not got, a schema version that does not match) raises
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets as pysecrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -64,8 +65,25 @@ class CannotRender(Exception):
     """This state holds something the renderer does not model; use ``terraform show -json``."""
 
 
-class RawNumber(str):
-    """A JSON number kept as the exact text terraform wrote (cty numbers are arbitrary precision)."""
+class RawNumber:
+    """A JSON number no float carries exactly, kept as the text terraform wrote (cty numbers are
+    arbitrary precision: ``12345678901234567890.5``, ``0.0000003``)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RawNumber) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+
+def _parse_float(text: str) -> float | RawNumber:
+    number = float(text)
+    return number if repr(number) == text else RawNumber(text)
 
 
 @dataclass(frozen=True)
@@ -210,8 +228,10 @@ def _sensitive_paths(raw: Any) -> frozenset[AttrPath]:
 def _index_suffix(key: Any) -> str:
     if key is None:
         return ""
-    if isinstance(key, RawNumber):
-        return f"[{int(key)}]"
+    if isinstance(key, bool) or not isinstance(key, int | str):
+        raise CannotRender(f"instance key {key!r} is neither a number nor a string")
+    if isinstance(key, int):
+        return f"[{key}]"
     text = str(key)
     # Terraform quotes keys the HCL way; plain printable keys are the same in every quoting.
     if not _SAFE_KEY_RE.fullmatch(text) or any(c in text for c in '"\\') or "${" in text or "%{" in text:
@@ -253,9 +273,9 @@ def provider_address(provider: str) -> str:
 
 
 def load_state(raw: bytes) -> dict[str, Any]:
-    """Parse a state file keeping numbers as written (``RawNumber``)."""
+    """Parse a state file keeping every number exact (``RawNumber`` where a float would not be)."""
     try:
-        state = json.loads(raw, parse_float=RawNumber, parse_int=RawNumber)
+        state = json.loads(raw, parse_float=_parse_float)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CannotRender(f"the state is not JSON: {exc}") from exc
     if not isinstance(state, dict):
@@ -341,7 +361,7 @@ def _resource_instances(
             "name": name,
         }
         if key is not None:
-            item["index"] = int(key) if isinstance(key, RawNumber) else key
+            item["index"] = key
         item["provider_name"] = provider
         item["schema_version"] = version
         attributes, flags = _decode(
@@ -401,60 +421,39 @@ def _module_tree(by_module: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any
 
 # --------------------------------------------------------------------------- Go-compatible JSON
 
+_HTML_ESCAPES = (
+    ("<", "\\u003c"),
+    (">", "\\u003e"),
+    ("&", "\\u0026"),
+    ("\u2028", "\\u2028"),
+    ("\u2029", "\\u2029"),
+)
+
 
 def _dump(document: Any) -> bytes:
-    parts: list[str] = []
-    _write(document, parts)
+    """Compact JSON as Go's ``encoding/json`` writes it, plus the newline terraform prints.
+
+    The C encoder does the work. Numbers a float cannot carry exactly (``RawNumber``) go out as
+    unique placeholders and are put back as written; ``<``, ``>``, ``&`` and the JS line
+    separators can only occur inside strings, so escaping them in the whole text is exact.
+    """
+    raw_numbers: list[str] = []
+    marker = "\x00" + pysecrets.token_hex(8)
+
+    def placeholder(value: object) -> str:
+        if not isinstance(value, RawNumber):  # pragma: no cover - load_state makes no other type
+            raise TypeError(f"cannot encode {type(value).__name__}")
+        raw_numbers.append(value.text)
+        return f"{marker}{len(raw_numbers) - 1}"
+
+    text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=placeholder)
+    for character, escaped in _HTML_ESCAPES:
+        if character in text:
+            text = text.replace(character, escaped)
+    if raw_numbers:
+        quoted = re.escape(json.dumps(marker)[1:-1])
+        text = re.sub(f'"{quoted}(\\d+)"', lambda match: raw_numbers[int(match.group(1))], text)
     try:
-        return ("".join(parts) + "\n").encode("utf-8")  # terraform ends its output with a newline
+        return (text + "\n").encode("utf-8")
     except UnicodeEncodeError as exc:
         raise CannotRender("the state holds a string that is not valid UTF-8") from exc
-
-
-def _go_string(text: str) -> str:
-    # Go's encoding/json: UTF-8 as is, HTML characters and the JS line separators escaped.
-    encoded = json.dumps(text, ensure_ascii=False)
-    if any(c in text for c in "<>&\u2028\u2029"):
-        encoded = (
-            encoded.replace("<", "\\u003c")
-            .replace(">", "\\u003e")
-            .replace("&", "\\u0026")
-            .replace("\u2028", "\\u2028")
-            .replace("\u2029", "\\u2029")
-        )
-    return encoded
-
-
-def _write(value: Any, parts: list[str]) -> None:
-    if isinstance(value, RawNumber):
-        parts.append(str.__str__(value))
-    elif isinstance(value, str):
-        parts.append(_go_string(value))
-    elif value is None:
-        parts.append("null")
-    elif value is True:
-        parts.append("true")
-    elif value is False:
-        parts.append("false")
-    elif isinstance(value, int | float):
-        parts.append(json.dumps(value))
-    elif isinstance(value, dict):
-        parts.append("{")
-        first = True
-        for key, item in value.items():
-            if not first:
-                parts.append(",")
-            first = False
-            parts.append(_go_string(str(key)))
-            parts.append(":")
-            _write(item, parts)
-        parts.append("}")
-    elif isinstance(value, list):
-        parts.append("[")
-        for index, item in enumerate(value):
-            if index:
-                parts.append(",")
-            _write(item, parts)
-        parts.append("]")
-    else:  # pragma: no cover - load_state produces only the types above
-        raise CannotRender(f"cannot encode {type(value).__name__}")
