@@ -9,7 +9,8 @@ resolves the binary: bad input fails here, with nothing planned or applied.
 * ``create-apply-plan`` / ``create-teardown-plan``: ``init``, ``plan [-destroy] -out``,
   ``show -json``; the result carries the raw plan file and the gzipped JSON (runner-api.md
   §7.5, via ``encode_plan_result``); outputs are the current state's outputs.
-* ``apply-plan``: ``init``, hooks, ``apply <planfile>``, hooks, then the JSON form of the new
+* ``apply-plan``: ``init`` (skipped when the plugin cache has what the plan needs: ``install``),
+  hooks, ``apply <planfile>``, hooks, then the JSON form of the new
   state, which is POSTed to ``state-json`` and gives the outputs (values only; sensitive values
   are registered for masking). The runner renders that JSON itself from the state terraform
   just stored and the cached provider schemas (``state_json``, ``schemas``); when it cannot,
@@ -30,11 +31,18 @@ from typing import Any, ClassVar
 import anyio
 
 from handlers.terraform.backend_proxy import BackendProxy
-from handlers.terraform.binary import TerraformBinary, requested_version, resolve_binary
+from handlers.terraform.binary import TerraformBinary, platform_suffix, requested_version, resolve_binary
 from handlers.terraform.cli import TerraformCLI, TerraformFailed
-from handlers.terraform.cli_config import AUTOMATION_ENV, write_cli_config
+from handlers.terraform.cli_config import (
+    AUTOMATION_ENV,
+    plugin_cache_dir,
+    plugin_cache_lock,
+    write_cli_config,
+)
 from handlers.terraform.credentials import aws_env, azure_env, register_env_secrets
+from handlers.terraform.filelock import file_lock
 from handlers.terraform.hooks import Hooks
+from handlers.terraform.install import install_without_init
 from handlers.terraform.planfile import PlanFile, decode_plan_file
 from handlers.terraform.schemas import (
     SchemaCache,
@@ -139,6 +147,7 @@ class TerraformRunHandler(Handler):
         self.cli: TerraformCLI | None = None
         self.cancelled = False
         self.initialized = False
+        self.init_skipped = False
 
     # ------------------------------------------------------------------ subclass API
     def read_inputs(self, ctx: JobContext) -> TerraformInputs:
@@ -258,13 +267,11 @@ class TerraformRunHandler(Handler):
                 grace_period=ctx.config.child_grace,
             )
             try:
-                if self.plan_file is not None and not self.plan_file.init_reason:
-                    ctx.log.info("terraform init skipped: the saved plan needs no provider or remote module")
-                else:
-                    await self._init(self.cli)
                 if ctx.operation == APPLY_PLAN:
+                    await self._install_for_apply(ctx, self.cli)
                     await self._apply(ctx, self.cli)
                 else:
+                    await self._init(self.cli)
                     await self._plan(ctx, self.cli, destroy=ctx.operation == CREATE_TEARDOWN_PLAN)
             except TerraformFailed as exc:
                 raise self._explain_lock_conflict(exc) from exc
@@ -273,6 +280,39 @@ class TerraformRunHandler(Handler):
         if not self.initialized:
             await cli.init()
             self.initialized = True
+
+    async def _install_for_apply(self, ctx: JobContext, cli: TerraformCLI) -> None:
+        """``init``, unless the plugin cache already has all the plan needs (``install``)."""
+        assert self.plan_file is not None
+        assert self.module_dir is not None
+        tools_dir = ctx.config.resolved_tools_dir.absolute()
+        needs = self.plan_file.needs
+        async with file_lock(plugin_cache_lock(tools_dir)):
+            reason = install_without_init(
+                self.module_dir, needs, plugin_cache_dir(tools_dir), platform_suffix()
+            )
+        if reason:
+            ctx.log.info("terraform init needed", reason=reason)
+            await self._init(cli)
+            return
+        self.init_skipped = True
+        ctx.log.info(
+            "terraform init skipped: what the saved plan needs is in place",
+            providers=", ".join(f"{a} {v}" for a, v in sorted(needs.providers.items())) or "none",
+        )
+
+    def _retry_with_init(self, cli: TerraformCLI) -> bool:
+        """After a failed apply: was it the providers linked without init, with nothing stored?"""
+        if (
+            not self.init_skipped
+            or self.initialized
+            or self.proxy is None
+            or self.proxy.last_state is not None
+        ):
+            return False
+        output = cli.last_output
+        summaries = [d.summary for d in output.errors()] if output is not None else []
+        return any(".terraform/providers" in text or "dependency lock file" in text for text in summaries)
 
     def _explain_lock_conflict(self, exc: TerraformFailed) -> TerraformFailed:
         """Name the holder first when terraform failed because someone else holds the lock."""
@@ -320,7 +360,16 @@ class TerraformRunHandler(Handler):
         hooks = self._hooks(ctx)
         await hooks.run("pre", kind)
         try:
-            await cli.apply(planfile)
+            try:
+                await cli.apply(planfile)
+            except TerraformFailed as exc:
+                if not self._retry_with_init(cli):
+                    raise
+                ctx.log.warning(
+                    "the linked providers were refused; running init and applying again", error=str(exc)
+                )
+                await self._init(cli)
+                await cli.apply(planfile)
         except HandlerError:
             await hooks.run("error", kind, must_succeed=False)
             raise

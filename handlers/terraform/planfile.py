@@ -9,12 +9,11 @@ Whether the plan is a *destroy* plan decides which sandbox hooks run (``*-destro
 ``Plan.ui_mode`` (field 17: 0 normal, 1 destroy, 2 refresh-only). Reading one top-level varint
 needs no generated code, so it is done here with a tiny wire-format scanner.
 
-Whether the apply job must run ``terraform init`` is decided here too. Applying a saved plan
-takes the configuration and the backend settings from the plan file itself; ``init`` is only
-needed to install what the plan file does not carry: the providers in its dependency lock file,
-and the remote modules (their non-``.tf`` files, scripts a provisioner runs, live in
-``.terraform/modules``). A plan that locks no provider and calls only local modules is applied
-without ``init``: one terraform start and the backend round trips it makes, saved.
+What applying the plan needs installed is read here too (``PlanNeeds``): the plan file carries
+the configuration and the backend settings, but not the providers of its dependency lock file
+nor the remote modules (whose non-``.tf`` files, scripts a provisioner runs, live in
+``.terraform/modules``). ``handlers.terraform.install`` decides from it whether ``init`` can be
+skipped.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ import io
 import json
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from runner.api.models import ErrorCode
 from runner.api.plans import PlanError, decode_apply_plan_contents
@@ -31,8 +30,34 @@ from runner.handler import HandlerError
 
 _UI_MODE_FIELD = 17
 _MODES = {0: "normal", 1: "destroy", 2: "refresh-only"}
-_LOCKED_PROVIDER_RE = re.compile(r'^\s*provider\s+"([^"]+)"', re.MULTILINE)
+_LOCK_BLOCK_RE = re.compile(r'^provider\s+"([^"]+)"\s*\{(.*?)^\}', re.DOTALL | re.MULTILINE)
+_LOCK_VERSION_RE = re.compile(r'^\s*version\s*=\s*"([^"]+)"', re.MULTILINE)
 _LOCAL_SOURCE = ("./", "../")
+LOCK_FILE = ".terraform.lock.hcl"
+MODULE_MANIFEST = "tfconfig/modules.json"
+
+
+@dataclass(frozen=True)
+class PlanNeeds:
+    """What must be installed in a working directory before this plan can be applied."""
+
+    #: Provider source address -> version, from the plan's dependency lock file.
+    providers: dict[str, str] = field(default_factory=dict)
+    #: The plan's dependency lock file, as terraform wrote it.
+    lock_file: bytes = b""
+    #: Sources of the module calls that are not local paths.
+    remote_modules: tuple[str, ...] = ()
+    #: Why the plan file cannot tell ("" when it can).
+    unknown: str = ""
+
+
+def locked_providers(lock_file: str) -> dict[str, str]:
+    """``provider "ADDR" { version = "V" ... }`` blocks of a dependency lock file -> {ADDR: V}."""
+    found: dict[str, str] = {}
+    for match in _LOCK_BLOCK_RE.finditer(lock_file):
+        version = _LOCK_VERSION_RE.search(match.group(2))
+        found[match.group(1)] = version.group(1) if version else ""
+    return found
 
 
 class BadPlanFile(HandlerError):
@@ -43,8 +68,7 @@ class BadPlanFile(HandlerError):
 class PlanFile:
     raw: bytes
     mode: str
-    #: Why ``terraform init`` must run before this plan is applied ("" when it need not).
-    init_reason: str = "the plan file does not say what it needs"
+    needs: PlanNeeds = field(default_factory=lambda: PlanNeeds(unknown="not read"))
 
     @property
     def is_destroy(self) -> bool:
@@ -87,27 +111,25 @@ def plan_mode(tfplan: bytes) -> str:
     return "normal"
 
 
-def init_reason(zf: zipfile.ZipFile) -> str:
-    """Why applying this plan needs ``terraform init`` ("" if it does not); see the module doc."""
+def plan_needs(zf: zipfile.ZipFile) -> PlanNeeds:
+    """What applying the plan in ``zf`` needs installed; see ``PlanNeeds``."""
     names = set(zf.namelist())
-    if ".terraform.lock.hcl" not in names or "tfconfig/modules.json" not in names:
-        return "the plan file has no dependency lock file or module manifest"
-    locked = _LOCKED_PROVIDER_RE.findall(zf.read(".terraform.lock.hcl").decode("utf-8", "replace"))
-    if locked:
-        return f"providers to install: {', '.join(sorted(locked))}"
+    if LOCK_FILE not in names or MODULE_MANIFEST not in names:
+        return PlanNeeds(unknown="the plan file has no dependency lock file or module manifest")
+    lock_file = zf.read(LOCK_FILE)
     try:
-        manifest = json.loads(zf.read("tfconfig/modules.json"))
+        manifest = json.loads(zf.read(MODULE_MANIFEST))
+        providers = locked_providers(lock_file.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return "the plan file's module manifest is not JSON"
-    if not isinstance(manifest, list):
-        return "the plan file's module manifest is not a list"
-    for entry in manifest:
-        if not isinstance(entry, dict):
-            return "the plan file's module manifest is malformed"
-        source = str(entry.get("Source", ""))
-        if entry.get("Key") and not source.startswith(_LOCAL_SOURCE):
-            return f"a remote module to install: {source}"
-    return ""
+        return PlanNeeds(unknown="the plan file's lock file or module manifest cannot be read")
+    if not isinstance(manifest, list) or not all(isinstance(entry, dict) for entry in manifest):
+        return PlanNeeds(unknown="the plan file's module manifest is malformed")
+    remote = tuple(
+        str(entry.get("Source", ""))
+        for entry in manifest
+        if entry.get("Key") and not str(entry.get("Source", "")).startswith(_LOCAL_SOURCE)
+    )
+    return PlanNeeds(providers=providers, lock_file=lock_file, remote_modules=remote)
 
 
 def parse_plan_file(raw: bytes) -> PlanFile:
@@ -120,7 +142,7 @@ def parse_plan_file(raw: bytes) -> PlanFile:
                 raise BadPlanFile(
                     "apply_plan_contents is a zip but not a terraform plan (no tfplan member)"
                 ) from None
-            reason = init_reason(zf)
+            needs = plan_needs(zf)
     except zipfile.BadZipFile:
         raise BadPlanFile(
             "apply_plan_contents is not a terraform plan file (not a zip); "
@@ -130,7 +152,7 @@ def parse_plan_file(raw: bytes) -> PlanFile:
         mode = plan_mode(inner)
     except ValueError:
         mode = "normal"
-    return PlanFile(raw=raw, mode=mode, init_reason=reason)
+    return PlanFile(raw=raw, mode=mode, needs=needs)
 
 
 def decode_plan_file(apply_plan_contents: str) -> PlanFile:

@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 import pytest
 
+from handlers.terraform.binary import platform_suffix
 from handlers.terraform.cli import TerraformFailed
 from handlers.terraform.planfile import BadPlanFile, parse_plan_file
 from handlers.terraform.sandbox import SandboxTerraformHandler
@@ -354,7 +355,86 @@ output "id_set" {
     assert [r["type"] for r in tf_backend.resources(ws)] == ["null_resource"]
     cached = tools / "terraform" / "plugin-cache" / "registry.terraform.io" / "hashicorp" / "null" / "2.1.2"
     assert cached.is_dir(), "providers land in the one shared plugin cache"
-    assert any("shared cache" in m for m in applied.log.messages()), "the second init uses the cache"
+    # The apply job links the plan's providers from that cache instead of running init.
+    skipped = [r for r in applied.log.records if r.message.startswith("terraform init skipped")]
+    assert skipped, applied.log.messages()
+    assert skipped[0].attrs["providers"] == "registry.terraform.io/hashicorp/null 2.1.2"
+    assert not any(" init " in m for m in applied.log.messages() if m.startswith("$ "))
+    assert "state JSON rendered from the applied state" in applied.log.messages()
+
+
+def test_providers_refused_after_linking_are_installed_by_init_and_applied(
+    tmp_path: Path,
+    tf_job: JobFactory,
+    tf_backend: BackendStub,
+    tf_provider_mirror: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A linked package terraform refuses (its checksum does not match the lock file) fails
+    before the state is touched; the job then runs init and applies."""
+    from handlers.terraform import operations
+
+    ws = tf_backend.add_workspace()
+    module = write_module(
+        tmp_path / "mod",
+        {
+            "main.tf": "terraform {\n  required_providers {\n"
+            '    null = { source = "hashicorp/null", version = "2.1.2" }\n'
+            '  }\n}\nresource "null_resource" "n" {}\n'
+        },
+    )
+    tools = tmp_path / "tools"
+    plan = sandbox_plan(module, ws)
+    planned = run(
+        tf_job, plan, "create-apply-plan", terraform_provider_mirror=tf_provider_mirror, tools_dir=tools
+    )
+    bogus = tmp_path / "bogus-cache"
+    package = bogus / "registry.terraform.io/hashicorp/null/2.1.2" / platform_suffix()
+    package.mkdir(parents=True)
+    (package / "terraform-provider-null_v2.1.2_x4").write_bytes(b"#!/bin/sh\nexit 1\n")
+    real = operations.install_without_init
+    monkeypatch.setattr(
+        operations,
+        "install_without_init",
+        lambda module_dir, needs, _cache, platform: real(module_dir, needs, bogus, platform),
+    )
+    applied = run(
+        tf_job,
+        apply_plan_from(plan, planned),
+        "apply-plan",
+        terraform_provider_mirror=tf_provider_mirror,
+        tools_dir=tools,
+    )
+    messages = applied.log.messages()
+    assert any(m.startswith("terraform init skipped") for m in messages)
+    assert "the linked providers were refused; running init and applying again" in messages
+    assert [r["type"] for r in tf_backend.resources(ws)] == ["null_resource"]
+
+
+def test_local_child_modules_apply_without_init(
+    tmp_path: Path, tf_job: JobFactory, tf_backend: BackendStub
+) -> None:
+    """The plan file carries the configuration; a local module's other files (a script its
+    provisioner runs) come with the fetched module."""
+    ws = tf_backend.add_workspace()
+    module = write_module(
+        tmp_path / "mod",
+        {
+            "main.tf": 'module "child" {\n  source = "./child"\n}\n'
+            'output "said" { value = module.child.said }\n',
+            "child/main.tf": 'resource "terraform_data" "run" {\n'
+            '  input = "hello"\n'
+            '  provisioner "local-exec" {\n    command = "sh ${path.module}/say.sh"\n  }\n}\n'
+            'output "said" { value = terraform_data.run.output }\n',
+            "child/say.sh": "echo said-by-the-child-script\n",
+        },
+    )
+    plan = sandbox_plan(module, ws)
+    planned = run(tf_job, plan, "create-apply-plan")
+    applied = run(tf_job, apply_plan_from(plan, planned), "apply-plan")
+    assert any(m.startswith("terraform init skipped") for m in applied.log.messages())
+    assert applied.ctx.outputs == {"said": "hello"}
+    assert "said-by-the-child-script" in applied.log.text()
 
 
 def test_a_module_backend_is_overridden_with_a_warning(

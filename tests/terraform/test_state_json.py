@@ -260,7 +260,7 @@ def test_handler_falls_back_then_renders_the_same_bytes(
         else:
             assert "state JSON rendered from the applied state" in messages
             assert not any("terraform show -json" in m or m.endswith(" show -json") for m in messages)
-        assert "terraform init skipped: the saved plan needs no provider or remote module" in messages
+        assert "terraform init skipped: what the saved plan needs is in place" in messages
         sent.append(tf_backend.state.state_json[workspace_id])
     # Same module and vars; only the generated ids differ between the two workspaces.
     first, second = (json.loads(document) for document in sent)

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from handlers.terraform.planfile import init_reason
+from handlers.terraform.install import install_without_init
+from handlers.terraform.planfile import PlanNeeds, plan_needs
 from handlers.terraform.schemas import (
     BUILTIN_PROVIDER,
     SchemaCache,
@@ -277,19 +278,47 @@ LOCK = (
     '# generated\nprovider "registry.terraform.io/hashicorp/null" {\n'
     '  version = "2.1.2"\n  hashes = ["h1:x"]\n}\n'
 )
+LOCAL_MODULES = [{"Key": "", "Dir": "."}, {"Key": "child", "Source": "./child", "Dir": "child"}]
 
 
-def test_init_is_skipped_only_when_nothing_needs_installing() -> None:
-    local = [{"Key": "", "Dir": "."}, {"Key": "child", "Source": "./child", "Dir": "child"}]
-    assert init_reason(plan_zip("# generated\n", local)) == ""
-    assert "hashicorp/null" in init_reason(plan_zip(LOCK, local))
-    remote = [
-        *local,
-        {"Key": "vpc", "Source": "git::https://example.test/vpc.git", "Dir": ".terraform/modules/vpc"},
-    ]
-    assert "remote module" in init_reason(plan_zip("", remote))
-    assert init_reason(plan_zip(None, local)) != ""
-    assert init_reason(plan_zip("", None)) != ""
+def test_plan_needs_reads_the_lock_file_and_module_manifest() -> None:
+    assert plan_needs(plan_zip("# generated\n", LOCAL_MODULES)) == PlanNeeds(lock_file=b"# generated\n")
+    needs = plan_needs(plan_zip(LOCK, LOCAL_MODULES))
+    assert needs.providers == {NULL: "2.1.2"}
+    assert needs.lock_file == LOCK.encode()
+    remote = [*LOCAL_MODULES, {"Key": "vpc", "Source": "git::https://example.test/vpc.git", "Dir": "x"}]
+    assert plan_needs(plan_zip("", remote)).remote_modules == ("git::https://example.test/vpc.git",)
+    assert plan_needs(plan_zip(None, LOCAL_MODULES)).unknown
+    assert plan_needs(plan_zip("", None)).unknown
+
+
+def test_install_without_init_links_cached_providers_or_says_why_not(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    package = cache / NULL / "2.1.2" / "linux_amd64"
+    needs = PlanNeeds(providers={NULL: "2.1.2"}, lock_file=LOCK.encode())
+
+    module = tmp_path / "m1"
+    module.mkdir()
+    assert "not in the plugin cache" in install_without_init(module, needs, cache, "linux_amd64")
+    assert list(module.iterdir()) == [], "nothing changed when init must run"
+
+    package.mkdir(parents=True)
+    (package / "terraform-provider-null_v2.1.2").write_bytes(b"binary")
+    assert install_without_init(module, needs, cache, "linux_amd64") == ""
+    link = module / ".terraform/providers" / NULL / "2.1.2/linux_amd64"
+    assert link.is_symlink()
+    assert link.resolve() == package.resolve()
+    assert (module / ".terraform.lock.hcl").read_text() == LOCK
+
+    other = tmp_path / "m2"
+    other.mkdir()
+    (other / ".terraform.lock.hcl").write_text("# the module's own, different\n")
+    assert "differs" in install_without_init(other, needs, cache, "linux_amd64")
+    assert "remote modules" in install_without_init(other, PlanNeeds(remote_modules=("git::x",)), cache, "x")
+    assert install_without_init(other, PlanNeeds(unknown="why"), cache, "x") == "why"
+    sneaky = PlanNeeds(providers={"../hashicorp/null": "2.1.2"}, lock_file=b"")
+    assert "not an address" in install_without_init(tmp_path / "m3", sneaky, cache, "linux_amd64")
+    assert install_without_init(tmp_path, PlanNeeds(lock_file=b"# none\n"), cache, "x") == ""
 
 
 # --------------------------------------------------------------------------- schema cache
