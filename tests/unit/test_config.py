@@ -62,12 +62,19 @@ def test_yaml_and_json_files(tmp_path: Path) -> None:
         ({"RUNNER_LOG_FORMAT": "xml"}, "RUNNER_LOG_FORMAT"),
         ({"RUNNER_HEALTH_ADDR": "nowhere"}, "RUNNER_HEALTH_ADDR"),
         ({"RUNNER_SANDBOX_FAULTS": "2"}, "between 0 and 1"),
+        ({"RUNNER_TERRAFORM_SHORTCUTS": "maybe"}, "RUNNER_TERRAFORM_SHORTCUTS: 'maybe' is not true or false"),
     ],
 )
 def test_invalid_values_name_the_key(env: dict[str, str], needle: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(env={**BASE, **env})
     assert needle in str(info.value)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("off", False), ("0", False), ("TRUE", True), ("yes", True)])
+def test_terraform_shortcuts_switch(raw: str, expected: bool) -> None:
+    assert load_config(env=BASE).terraform_shortcuts is True
+    assert load_config(env={**BASE, "RUNNER_TERRAFORM_SHORTCUTS": raw}).terraform_shortcuts is expected
 
 
 def test_unknown_file_key(tmp_path: Path) -> None:
