@@ -21,12 +21,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from handlers.terraform.planfile import LOCK_FILE, locked_providers
 from handlers.terraform.state_json import CannotRender, ResourceSchema, SchemaLookup, implied_type
 
 BUILTIN_PROVIDER = "terraform.io/builtin/terraform"
-LOCK_FILE = ".terraform.lock.hcl"
-_LOCK_BLOCK_RE = re.compile(r'provider\s+"([^"]+)"\s*\{(.*?)^\}', re.DOTALL | re.MULTILINE)
-_LOCK_VERSION_RE = re.compile(r'^\s*version\s*=\s*"([^"]+)"', re.MULTILINE)
 _PLAN_PROVIDER_RE = re.compile(rb'"provider_name":"([^"\\]+)"')
 _MODES = (("managed", "resource_schemas"), ("data", "data_source_schemas"))
 _MEMO_LIMIT = 32
@@ -36,16 +34,12 @@ _MEMO: dict[Path, dict[str, Any]] = {}
 
 def locked_versions(module_dir: Path, terraform_version: str) -> dict[str, str]:
     """Provider source address -> version, from the lock file, plus the built-in provider."""
-    versions = {BUILTIN_PROVIDER: terraform_version}
     try:
         text = (module_dir / LOCK_FILE).read_text(encoding="utf-8")
     except (FileNotFoundError, UnicodeDecodeError):
-        return versions
-    for match in _LOCK_BLOCK_RE.finditer(text):
-        version = _LOCK_VERSION_RE.search(match.group(2))
-        if version:
-            versions[match.group(1)] = version.group(1)
-    return versions
+        text = ""
+    locked = {address: version for address, version in locked_providers(text).items() if version}
+    return {BUILTIN_PROVIDER: terraform_version, **locked}
 
 
 def providers_in_plan(plan_json: bytes) -> set[str]:
