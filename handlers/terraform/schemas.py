@@ -27,9 +27,11 @@ from handlers.terraform.state_json import CannotRender, ResourceSchema, SchemaLo
 BUILTIN_PROVIDER = "terraform.io/builtin/terraform"
 _PLAN_PROVIDER_RE = re.compile(rb'"provider_name":"([^"\\]+)"')
 _MODES = (("managed", "resource_schemas"), ("data", "data_source_schemas"))
-_MEMO_LIMIT = 32
-#: Parsed schema files, shared by every job of the process (the files never change once written).
+#: Parsed schema files kept for the next job (the files never change once written): the small
+#: ones only, so a big cloud provider's schema (megabytes of types) is not held between jobs.
 _MEMO: dict[Path, dict[str, Any]] = {}
+_MEMO_LIMIT = 16
+_MEMO_MAX_FILE_BYTES = 256 * 1024
 
 
 def locked_versions(module_dir: Path, terraform_version: str) -> dict[str, str]:
@@ -99,14 +101,16 @@ class SchemaCache:
         if path in _MEMO:
             return _MEMO[path]
         try:
-            document = json.loads(path.read_bytes())
+            data = path.read_bytes()
+            document = json.loads(data)
         except (FileNotFoundError, json.JSONDecodeError):
             return None
         if not isinstance(document, dict):
             return None
-        if len(_MEMO) >= _MEMO_LIMIT:
-            _MEMO.pop(next(iter(_MEMO)))
-        _MEMO[path] = document
+        if len(data) <= _MEMO_MAX_FILE_BYTES:
+            if len(_MEMO) >= _MEMO_LIMIT:
+                _MEMO.pop(next(iter(_MEMO)))
+            _MEMO[path] = document
         return document
 
     def store(self, terraform_version: str, schemas_json: bytes, versions: Mapping[str, str]) -> list[str]:
