@@ -18,6 +18,7 @@ fails before the state is touched; the apply job then runs ``init`` and applies 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from handlers.terraform.planfile import LOCK_FILE, PlanNeeds
@@ -50,3 +51,13 @@ def install_without_init(module_dir: Path, needs: PlanNeeds, plugin_cache: Path,
     if not lock_path.exists():
         lock_path.write_bytes(needs.lock_file)
     return ""
+
+
+def refused_linked_providers(
+    *, init_skipped: bool, state_stored: bool, error_summaries: Sequence[str]
+) -> bool:
+    """Whether a failed apply is terraform refusing the provider packages linked without init,
+    before it stored any state: then running init and applying again is safe."""
+    if not init_skipped or state_stored:
+        return False
+    return any(".terraform/providers" in text or "dependency lock file" in text for text in error_summaries)

@@ -38,7 +38,7 @@ from handlers.terraform.cli_config import (
 from handlers.terraform.credentials import aws_env, azure_env, register_env_secrets
 from handlers.terraform.filelock import file_lock
 from handlers.terraform.hooks import Hooks
-from handlers.terraform.install import install_without_init
+from handlers.terraform.install import install_without_init, refused_linked_providers
 from handlers.terraform.planfile import PlanFile, decode_plan_file
 from handlers.terraform.schemas import providers_in_plan, terraform_version_of
 from handlers.terraform.workspace import (
@@ -272,17 +272,13 @@ class TerraformRunHandler(Handler):
         )
 
     def _retry_with_init(self, cli: TerraformCLI) -> bool:
-        """After a failed apply: was it the providers linked without init, with nothing stored?"""
-        if (
-            not self.init_skipped
-            or self.initialized
-            or self.proxy is None
-            or self.proxy.last_state is not None
-        ):
-            return False
+        """After a failed apply: were the providers linked without init refused, nothing stored?"""
         output = cli.last_output
-        summaries = [d.summary for d in output.errors()] if output is not None else []
-        return any(".terraform/providers" in text or "dependency lock file" in text for text in summaries)
+        return refused_linked_providers(
+            init_skipped=self.init_skipped and not self.initialized,
+            state_stored=self.proxy is None or self.proxy.last_state is not None,
+            error_summaries=[d.summary for d in output.errors()] if output is not None else [],
+        )
 
     def _explain_lock_conflict(self, exc: TerraformFailed) -> TerraformFailed:
         """Name the holder first when terraform failed because someone else holds the lock."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from handlers.terraform.install import install_without_init
+from handlers.terraform.install import install_without_init, refused_linked_providers
 from handlers.terraform.planfile import PlanNeeds, plan_needs
 from handlers.terraform.schemas import (
     BUILTIN_PROVIDER,
@@ -319,6 +319,35 @@ def test_install_without_init_links_cached_providers_or_says_why_not(tmp_path: P
     sneaky = PlanNeeds(providers={"../hashicorp/null": "2.1.2"}, lock_file=b"")
     assert "not an address" in install_without_init(tmp_path / "m3", sneaky, cache, "linux_amd64")
     assert install_without_init(tmp_path, PlanNeeds(lock_file=b"# none\n"), cache, "x") == ""
+
+
+REFUSED = (
+    "registry.terraform.io/hashicorp/null: the cached package for registry.terraform.io/hashicorp/null"
+    " 2.1.2 (in .terraform/providers) does not match any of the checksums recorded in the"
+    " dependency lock file"
+)
+
+
+@pytest.mark.parametrize(
+    ("init_skipped", "state_stored", "summaries", "retry"),
+    [
+        (True, False, [REFUSED], True),
+        (True, False, ["there is no package for x 1.0 cached in .terraform/providers"], True),
+        (True, True, [REFUSED], False),  # terraform stored a state: something may have been applied
+        (False, False, [REFUSED], False),  # init ran: nothing of ours to blame
+        (True, False, ["Error creating the thing: AccessDenied"], False),
+        (True, False, [], False),
+    ],
+)
+def test_init_and_retry_only_for_refused_links_before_any_state(
+    init_skipped: bool, state_stored: bool, summaries: list[str], retry: bool
+) -> None:
+    assert (
+        refused_linked_providers(
+            init_skipped=init_skipped, state_stored=state_stored, error_summaries=summaries
+        )
+        is retry
+    )
 
 
 # --------------------------------------------------------------------------- schema cache
