@@ -11,7 +11,6 @@ DESIGN.md §6; it asserts nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import socket
@@ -22,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from controlplane.operator import OperatorClient  # noqa: E402
+from tests.support.controlplane import ControlPlaneProcess  # noqa: E402
 
 TERMINAL = ("finished", "failed", "timed-out", "cancelled", "not-attempted")
 
@@ -53,41 +54,9 @@ def pct(values: list[float], q: float) -> float:
 
 @contextmanager
 def control_plane(workdir: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
-    port = free_port()
-    state = workdir / "cp"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "controlplane",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--state-dir",
-            str(state),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if (state / "credentials.json").exists() and httpx.get(
-                    url + "/livez", timeout=1
-                ).status_code < 500:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        creds = json.loads((state / "credentials.json").read_text())
-        yield url, creds, state
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+    """The control plane as its own process: (url, credentials, state dir)."""
+    with ControlPlaneProcess(workdir / "cp") as process:
+        yield process.url, asdict(process.credentials), process.state_dir
 
 
 @contextmanager

