@@ -233,21 +233,9 @@ def _coerce(key: str, raw: Any) -> Any:
     if key in ("state_dir", "tools_dir", "terraform_provider_mirror"):
         return Path(str(raw)).expanduser()
     if key == "min_free_mb":
-        try:
-            megabytes = int(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{_env_name(key)}: {raw!r} is not an integer") from None
-        if megabytes < 0:
-            raise ConfigError(f"{_env_name(key)}: must not be negative")
-        return megabytes
+        return _parse_int(key, raw, minimum=0)
     if key in ("default_concurrency", "max_concurrency"):
-        try:
-            value = int(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{_env_name(key)}: {raw!r} is not an integer") from None
-        if value < 1:
-            raise ConfigError(f"{_env_name(key)}: must be at least 1")
-        return value
+        return _parse_int(key, raw, minimum=1)
     if key in (
         "drain_grace",
         "poll_interval",
@@ -290,6 +278,19 @@ def _coerce(key: str, raw: Any) -> Any:
             raise ConfigError(f"{_env_name(key)}: {raw!r} is not HOST:PORT (or 'off')")
         return text
     return str(raw)
+
+
+def _parse_int(key: str, raw: Any, *, minimum: int) -> int:
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{_env_name(key)}: {raw!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(
+            f"{_env_name(key)}: "
+            + ("must not be negative" if minimum == 0 else f"must be at least {minimum}")
+        )
+    return value
 
 
 def _parse_bool(key: str, raw: Any) -> bool:
