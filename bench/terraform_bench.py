@@ -51,14 +51,12 @@ from handlers.terraform.cli_config import plugin_cache_dir, render_cli_config  #
 from handlers.terraform.sandbox import SandboxTerraformHandler  # noqa: E402
 from handlers.terraform.workspace import BACKEND_OVERRIDE, BACKEND_OVERRIDE_NAME  # noqa: E402
 from runner.api.client import RunnerClient  # noqa: E402
-from runner.api.models import RunnerGroupSettings, RunnerJob, RunnerJobExecution  # noqa: E402
 from runner.api.plans import SandboxRunPlan  # noqa: E402
 from runner.config import Config  # noqa: E402
 from runner.handler import JobContext  # noqa: E402
-from runner.process import JobProcessRunner  # noqa: E402
 from runner.redact import Redactor  # noqa: E402
 from tests.support.controlplane import ControlPlaneProcess  # noqa: E402
-from tests.support.terraform import ListJobLog, build_null_mirror  # noqa: E402
+from tests.support.terraform import ListJobLog, build_null_mirror, job_context  # noqa: E402
 
 
 def null_mirror() -> Path:
@@ -153,8 +151,6 @@ class Bench:
         self.counter += 1
         workspace = self.work / f"exec-{self.counter}"
         workspace.mkdir()
-        secrets = Redactor(self.stub.token)
-        log = ListJobLog(secrets)
         config = Config(
             runner_id=self.stub.runner_id,
             api_url=self.stub.url,
@@ -163,20 +159,15 @@ class Bench:
             tools_dir=self.tools,
             terraform_provider_mirror=self.provider_mirror,
         )
-        return JobContext(
-            job=RunnerJob(id=f"jobbench{self.counter}", type="sandbox-terraform", operation=operation),
-            execution=RunnerJobExecution(id=f"exe{self.counter}"),
-            plan=plan,
-            plan_text="",
-            workspace=workspace,
-            log=log,
-            secrets=secrets,
-            processes=JobProcessRunner(log, workspace=workspace, secrets=secrets),
-            api=api,
+        return job_context(
+            plan,
             config=config,
-            settings=RunnerGroupSettings(),
-            control=None,  # type: ignore[arg-type]
-            deadline=float("inf"),
+            api=api,
+            secrets=Redactor(self.stub.token),
+            workspace=workspace,
+            job_id=f"jobbench{self.counter}",
+            execution_id=f"exe{self.counter}",
+            operation=operation,
         )
 
     async def job(self, plan: SandboxRunPlan, operation: str) -> JobContext:

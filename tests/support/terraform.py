@@ -406,6 +406,49 @@ class TfJob:
 JobFactory = Callable[..., TfJob]
 
 
+def job_context(
+    plan: BasePlan,
+    *,
+    config: Config,
+    api: RunnerClient,
+    secrets: Redactor,
+    workspace: Path,
+    job_id: str,
+    execution_id: str,
+    job_type: str = "sandbox-terraform",
+    operation: str = "",
+    owner_id: str = "",
+) -> JobContext:
+    """A real ``JobContext`` for a handler driven outside the executor: the runner's process
+    runner and redactor, a list-backed job log (``ListJobLog``), no daemon behind it."""
+    log = ListJobLog(secrets)
+    return JobContext(
+        job=RunnerJob(
+            id=job_id,
+            type=job_type,
+            operation=operation or None,
+            owner_id=owner_id or None,
+            status=JobStatus.IN_PROGRESS,
+        ),
+        execution=RunnerJobExecution(
+            id=execution_id, runner_job_id=job_id, status=ExecutionStatus.IN_PROGRESS
+        ),
+        plan=plan,
+        plan_text=json.dumps(plan.to_wire()),
+        workspace=workspace,
+        log=log,
+        secrets=secrets,
+        processes=JobProcessRunner(
+            log, workspace=workspace, default_grace=config.child_grace, secrets=secrets
+        ),
+        api=api,
+        config=config,
+        settings=RunnerGroupSettings(),
+        control=_Control(),
+        deadline=float("inf"),
+    )
+
+
 @pytest.fixture
 def tf_job(tmp_path: Path, tf_backend: BackendStub, tf_tools_dir: Path) -> JobFactory:
     """``tf_job(HandlerClass, plan, operation=..., **config_overrides) -> TfJob``."""
@@ -424,14 +467,12 @@ def tf_job(tmp_path: Path, tf_backend: BackendStub, tf_tools_dir: Path) -> JobFa
         **config: Any,
     ) -> TfJob:
         n = next(counter)
-        job_id = f"job{uuid.uuid4().hex[:12]}"
         workspace = tmp_path / f"exec-{n}"
         workspace.mkdir(mode=0o700)
         secrets = Redactor()
         the_token = token or tf_backend.token
         if register_token:  # the runner masks its own token; tests of leaks turn that off
             secrets.register(the_token)
-        log = ListJobLog(secrets)
         settings: dict[str, Any] = {
             "runner_id": RUNNER_ID,
             "api_url": api_url or tf_backend.url,
@@ -442,31 +483,21 @@ def tf_job(tmp_path: Path, tf_backend: BackendStub, tf_tools_dir: Path) -> JobFa
         }
         settings.update(config)
         cfg = Config(**settings)
-        processes = JobProcessRunner(log, workspace=workspace, default_grace=cfg.child_grace, secrets=secrets)
-        job = RunnerJob(
-            id=job_id,
-            type=job_type,
-            operation=operation or None,
-            owner_id=owner_id or None,
-            status=JobStatus.IN_PROGRESS,
-        )
-        execution = RunnerJobExecution(id=f"exe{n}", runner_job_id=job_id, status=ExecutionStatus.IN_PROGRESS)
         api = RunnerClient(cfg.api_url, the_token, RUNNER_ID, timeout=10.0)
-        ctx = JobContext(
-            job=job,
-            execution=execution,
-            plan=plan,
-            plan_text=json.dumps(plan.to_wire()),
-            workspace=workspace,
-            log=log,
-            secrets=secrets,
-            processes=processes,
-            api=api,
+        ctx = job_context(
+            plan,
             config=cfg,
-            settings=RunnerGroupSettings(),
-            control=_Control(),
-            deadline=float("inf"),
+            api=api,
+            secrets=secrets,
+            workspace=workspace,
+            job_id=f"job{uuid.uuid4().hex[:12]}",
+            execution_id=f"exe{n}",
+            job_type=job_type,
+            operation=operation,
+            owner_id=owner_id,
         )
+        log: ListJobLog = ctx.log  # type: ignore[assignment]
+        processes: JobProcessRunner = ctx.processes  # type: ignore[assignment]
         return TfJob(handler=handler_cls(), ctx=ctx, log=log, secrets=secrets, processes=processes)
 
     return factory
