@@ -251,17 +251,9 @@ class SpoolFile:
         append = frames.append
         pos = 0
         while len(frames) < max_frames and pos + 2 <= size and data[pos] == 0x12:
-            length = data[pos + 1]
-            if length < 0x80:
-                payload = pos + 2
-            elif pos + 2 < size and data[pos + 2] < 0x80:
-                length = (length & 0x7F) | (data[pos + 2] << 7)
-                payload = pos + 3
-            else:
-                length, after = _varint_at(data, pos + 1)
-                if after is None:
-                    break
-                payload = after
+            length, payload = _frame_length(data, pos + 1)
+            if payload is None:
+                break
             end = payload + length
             if end > size:
                 break
@@ -316,14 +308,7 @@ def _frames(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
             chunk_start, rel = pos, 0
         if rel + 1 >= len(chunk) or chunk[rel] != 0x12:
             return
-        length = chunk[rel + 1]
-        if length < 0x80:
-            payload: int | None = rel + 2
-        elif rel + 2 < len(chunk) and chunk[rel + 2] < 0x80:
-            length = (length & 0x7F) | (chunk[rel + 2] << 7)
-            payload = rel + 3
-        else:
-            length, payload = _varint_at(chunk, rel + 1)
+        length, payload = _frame_length(chunk, rel + 1)
         if payload is None:
             return
         frame_end = chunk_start + payload + length
@@ -365,6 +350,17 @@ def count_pending(path: Path) -> int:
         return sum(1 for _ in _frames(fd, min(max(committed, data_start), size), size))
     finally:
         os.close(fd)
+
+
+def _frame_length(buffer: bytes, at: int) -> tuple[int, int | None]:
+    """(length, payload offset) of the frame whose length varint starts at ``at``; the offset is
+    None when the varint is torn. One- and two-byte lengths (nearly every log line) inline."""
+    length = buffer[at]
+    if length < 0x80:
+        return length, at + 1
+    if at + 1 < len(buffer) and buffer[at + 1] < 0x80:
+        return (length & 0x7F) | (buffer[at + 1] << 7), at + 2
+    return _varint_at(buffer, at)
 
 
 def _varint_at(buffer: bytes, pos: int) -> tuple[int, int | None]:
