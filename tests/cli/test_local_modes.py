@@ -22,24 +22,20 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def test_exec_runs_one_job_and_prints_outputs(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runner",
-            "exec",
-            "--type",
-            "health-check",
-            "--state-dir",
-            str(tmp_path / "s"),
-        ],
+def run_runner(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m runner ARGS`` from the repository, with a private HOME and state."""
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         cwd=ROOT,
         env=_env(tmp_path),
     )
+
+
+def test_exec_runs_one_job_and_prints_outputs(tmp_path: Path) -> None:
+    proc = run_runner(tmp_path, "exec", "--type", "health-check", "--state-dir", str(tmp_path / "s"))
     assert proc.returncode == 0, proc.stderr
     outputs = json.loads(proc.stdout)
     assert set(outputs["job_loops"]) == {"operations"}
@@ -52,26 +48,17 @@ def test_exec_failure_exit_code_and_result_file(tmp_path: Path) -> None:
         '{"src_registry": {"RegistryType": "nope"}, "src_tag": "x", "dst_registry": {}, "dst_tag": "y"}'
     )
     result = tmp_path / "result.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runner",
-            "exec",
-            "--type",
-            "oci-sync",
-            "--plan",
-            str(plan),
-            "--state-dir",
-            str(tmp_path / "s"),
-            "--result-out",
-            str(result),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env=_env(tmp_path),
+    proc = run_runner(
+        tmp_path,
+        "exec",
+        "--type",
+        "oci-sync",
+        "--plan",
+        str(plan),
+        "--state-dir",
+        str(tmp_path / "s"),
+        "--result-out",
+        str(result),
     )
     assert proc.returncode == 1, proc.stderr
     stored = json.loads(result.read_text())
@@ -81,16 +68,8 @@ def test_exec_failure_exit_code_and_result_file(tmp_path: Path) -> None:
 
 
 def test_exec_uses_the_per_user_state_dir_by_default(tmp_path: Path) -> None:
-    env = _env(tmp_path)
     for _ in range(2):
-        proc = subprocess.run(
-            [sys.executable, "-m", "runner", "exec", "--type", "noop"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=ROOT,
-            env=env,
-        )
+        proc = run_runner(tmp_path, "exec", "--type", "noop")
         assert proc.returncode == 0, proc.stderr
     creds = tmp_path / "xdg" / "byoc-runner" / "controlplane" / "credentials.json"
     assert creds.exists()
@@ -98,14 +77,7 @@ def test_exec_uses_the_per_user_state_dir_by_default(tmp_path: Path) -> None:
 
 
 def test_local_demo_exits_0_when_every_job_finished(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "runner", "local", "--demo", "--state-dir", str(tmp_path / "s")],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=ROOT,
-        env=_env(tmp_path),
-    )
+    proc = run_runner(tmp_path, "local", "--demo", "--state-dir", str(tmp_path / "s"), timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "demo jobs finished" in proc.stderr
     assert "terraform apply outputs" in proc.stderr  # the plan -> apply pair ran (terraform is on PATH)
