@@ -14,11 +14,16 @@ from controlplane.wire import NS, now_ns
 class MonitorStore(StoreBase):
     # ================================================================ monitor
 
-    async def monitor_tick(self, offline_after_ns: int) -> MonitorReport:
-        """Enforce available, execution and overall timeouts and runner liveness, once."""
-        return await self._run(self._monitor_tick, offline_after_ns)
+    async def monitor_tick(self, offline_after_ns: int, listening_since_ns: int = 0) -> MonitorReport:
+        """Enforce available, execution and overall timeouts and runner liveness, once.
 
-    def _monitor_tick(self, offline_after_ns: int) -> MonitorReport:
+        ``listening_since_ns`` is when this control plane last began to hear runners again (its
+        start, or the end of a stall or pause): a runner's silence is only counted from then,
+        since heartbeats sent while nobody listened were lost through no fault of the runner.
+        """
+        return await self._run(self._monitor_tick, offline_after_ns, listening_since_ns)
+
+    def _monitor_tick(self, offline_after_ns: int, listening_since_ns: int = 0) -> MonitorReport:
         now = now_ns()
         conn = self.conn
         report = MonitorReport()
@@ -34,9 +39,14 @@ class MonitorStore(StoreBase):
             " WHERE status IN ('queued', 'available', 'in-progress') AND overall_deadline < ?",
             (now,),
         )
-        silent_runners = self._all(
-            "SELECT id, last_heartbeat_at FROM runners WHERE status = 'active' AND last_heartbeat_at < ?",
-            (now - offline_after_ns,),
+        cutoff = now - offline_after_ns
+        silent_runners = (
+            self._all(
+                "SELECT id, last_heartbeat_at FROM runners WHERE status = 'active' AND last_heartbeat_at < ?",
+                (cutoff,),
+            )
+            if listening_since_ns <= cutoff
+            else []
         )
         if not (expired_available or expired_executions or expired_overall or silent_runners):
             return report
