@@ -20,6 +20,8 @@ write token is not stored (recovered records are sent with the runner token).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
@@ -44,6 +46,16 @@ log = structlog.get_logger("runner.logs.spool")
 
 class SpoolError(Exception):
     """A spool file that cannot be read (wrong magic, unreadable header)."""
+
+
+class SpoolWriteError(OSError):
+    """Buffered frames could not be written (disk full, I/O error). The file was cut back to its
+    last complete frame and ``end``/``pending`` no longer count the ``frames`` that were dropped:
+    the caller counts them as lost."""
+
+    def __init__(self, frames: int, cause: OSError) -> None:
+        super().__init__(cause.errno, f"{frames} log frames not written: {cause.strerror or cause}")
+        self.frames = frames
 
 
 @dataclass(frozen=True)
@@ -127,6 +139,8 @@ class SpoolFile:
         self.pending = 0
         self._buffer: list[bytes] = []
         self._buffered = 0
+        #: Frames that were cut off as unreadable since the owner last looked (it counts them lost).
+        self.cut_frames = 0
         self.closed = False
 
     # ------------------------------------------------------------------ opening
@@ -194,11 +208,27 @@ class SpoolFile:
         return start, self.end
 
     def flush(self) -> None:
-        if self._buffer:
-            data = b"".join(self._buffer)
-            self._buffer.clear()
-            self._buffered = 0
-            os.pwrite(self._fd, data, self.end - len(data))
+        """Write the buffered frames. All or nothing: on a failed or short write (ENOSPC) the file
+        is cut back to where the buffer started, so ``end`` always equals what is on disk and no
+        hole of zeros is left for the reader to trip over; raises ``SpoolWriteError``."""
+        if not self._buffer:
+            return
+        data = b"".join(self._buffer)
+        frames = len(self._buffer)
+        self._buffer.clear()
+        self._buffered = 0
+        start = self.end - len(data)
+        try:
+            written = os.pwrite(self._fd, data, start)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, f"short write: {written} of {len(data)} bytes")
+        except OSError as exc:
+            self.end = start
+            self.pending = max(0, self.pending - frames)
+            self.cursor = min(self.cursor, start)
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start)
+            raise SpoolWriteError(frames, exc) from exc
 
     def sync(self) -> None:
         self.flush()
@@ -228,15 +258,19 @@ class SpoolFile:
         if not bounds:
             if start < self.end:
                 # Unreadable bytes where frames should be (disk corruption): cut them off rather
-                # than loop forever on them.
+                # than loop forever on them, and count what they held as lost.
+                size = os.fstat(self._fd).st_size
+                before = self.pending
                 log.error(
                     "cutting unreadable bytes off a log spool file",
                     file=self.path.name,
                     bytes=self.end - start,
+                    file_size=size,
                 )
                 os.ftruncate(self._fd, start)
                 self.end = start
                 self.pending = self._scan(self.committed, start)[0]
+                self.cut_frames += max(0, before - self.pending)
             return [], start, start
         data = os.pread(self._fd, stop - start, start)
         frames = [data[a - start : b - start] for a, b in bounds]

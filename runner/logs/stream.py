@@ -42,7 +42,7 @@ from runner.logs.export import Exporter, Status
 from runner.logs.otlp import resource_bytes
 from runner.logs.records import Bound, DeliveryReport, JobLogger, RawRecord
 from runner.logs.shared import Shared
-from runner.logs.spool import SpoolFile, SpoolHeader, spool_path
+from runner.logs.spool import SpoolFile, SpoolHeader, SpoolWriteError, spool_path
 from runner.redact import Redactor
 
 log = structlog.get_logger("runner.logs")
@@ -60,18 +60,21 @@ class _Batch:
     ``spool_range`` is set once its frames are also in the spool file.
     """
 
-    __slots__ = ("frames", "pos", "raw", "spool_range")
+    __slots__ = ("first_seq", "frames", "pos", "raw", "spool_range")
 
     def __init__(
         self,
         frames: list[bytes] | None = None,
         raw: list[RawRecord] | None = None,
         spool_range: tuple[int, int] | None = None,
+        first_seq: int = 0,
     ) -> None:
         self.frames: list[bytes] = frames if frames is not None else []
         self.raw = raw
         self.pos = 0
         self.spool_range = spool_range
+        #: Sequence number of the first record (memory batches; 0 when unknown, from the spool).
+        self.first_seq = first_seq
 
     def encode_some(self, stream: JobLogStream, count: int | None = None) -> None:
         raw = self.raw
@@ -115,6 +118,8 @@ class JobLogStream:
             else None
         )
         self._q: deque[RawRecord] = deque()
+        #: Records taken off the queue so far: the next one's sequence number is this plus one.
+        self._dequeued = 0
         self._lock = threading.RLock()
         self._loop_thread = threading.get_ident()
         self._spool = adopt
@@ -206,6 +211,7 @@ class JobLogStream:
     def _drain_queue(self, limit: int | None = None) -> list[RawRecord]:
         q = self._q
         count = len(q) if limit is None else min(limit, len(q))
+        self._dequeued += count
         return [q.popleft() for _ in range(count)]
 
     def _encode(self, chunk: Sequence[RawRecord]) -> list[bytes]:
@@ -239,47 +245,97 @@ class JobLogStream:
             )
         return self._spool
 
-    def _spill(self, *, include_inflight: bool, limit: int | None = None) -> bool:
+    def _spill(
+        self, *, include_inflight: bool, limit: int | None = None, keep_on_failure: bool = False
+    ) -> bool:
         """Move in-flight memory batches (in order), then the oldest queued records (all, or
-        ``limit``) to the spool. The lock is held. False when no spool file can be written: the
-        queued records are then lost (counted), in-flight batches are left to the caller."""
+        ``limit``) to the spool. The lock is held.
+
+        Every record that can be neither written nor kept is counted lost, with its range of
+        sequence numbers (``_lose_range``): a full disk must not turn 200,000 lost lines into
+        "1 lost". With ``keep_on_failure`` queued records stay in memory instead (the queue is
+        still bounded by the overflow path, which does drop and count). Returns False when the
+        spool could not take everything; in-flight batches it could not take are left with no
+        ``spool_range`` for the caller."""
         try:
             spool = self._ensure_spool()
         except OSError as exc:
             log.error("cannot create a log spool file", error=str(exc), spool_key=self.spool_key)
-            self._lose(len(self._drain_queue(limit)), "spool unavailable")
+            if not keep_on_failure:
+                self._lose_queued(limit, "spool unavailable")
             return False
         metrics = self._shared.metrics
-        try:
-            if include_inflight:
-                for batch in self._inflight:
-                    if batch.spool_range is None:
-                        batch.encode_some(self)
-                        start, end = spool.append(batch.frames)
-                        batch.spool_range = (start, end)
-                        if spool.cursor == start:
-                            spool.cursor = end  # in flight already: not to be taken again
-                        metrics.spooled += len(batch.frames)
-            left = len(self._q) if limit is None else min(limit, len(self._q))
-            while left > 0:
-                chunk = self._drain_queue(min(left, self._batch_max))
-                left -= len(chunk)
-                frames = self._encode(chunk)
+        if include_inflight:
+            for batch in self._inflight:
+                if batch.spool_range is not None:
+                    continue
+                batch.encode_some(self)
+                try:
+                    start, end = spool.append(batch.frames)
+                    spool.flush()
+                except SpoolWriteError as exc:
+                    log.error("cannot write to a log spool file", error=str(exc), spool_key=self.spool_key)
+                    for other in self._inflight:  # the rolled-back bytes are no batch's any more
+                        if other.spool_range is not None and other.spool_range[1] > spool.end:
+                            other.spool_range = None
+                    if not keep_on_failure:
+                        self._lose_queued(limit, "disk full: the log spool cannot grow")
+                    return False
+                batch.spool_range = (start, end)
+                if spool.cursor == start:
+                    spool.cursor = end  # in flight already: not to be taken again
+                metrics.spooled += len(batch.frames)
+        left = len(self._q) if limit is None else min(limit, len(self._q))
+        while left > 0:
+            first = self._dequeued + 1
+            chunk = self._drain_queue(min(left, self._batch_max))
+            left -= len(chunk)
+            frames = self._encode(chunk)
+            try:
                 spool.append(frames)
-                metrics.spooled += len(frames)
-            spool.flush()
-        except OSError as exc:
-            log.error("cannot write to a log spool file", error=str(exc), spool_key=self.spool_key)
+                spool.flush()
+            except SpoolWriteError as exc:
+                log.error("cannot write to a log spool file", error=str(exc), spool_key=self.spool_key)
+                self._lose_range(first, len(chunk), "disk full: the log spool cannot grow")
+                if keep_on_failure:
+                    return False
+                self._lose_queued(left, "disk full: the log spool cannot grow")
+                return False
+            metrics.spooled += len(frames)
         return True
 
-    def _spill_everything(self) -> None:
-        """After a failed POST or at close: in-flight memory batches and the whole queue to disk."""
-        if not self._spill(include_inflight=True):
+    def _lose_queued(self, limit: int | None, reason: str) -> None:
+        """Drop the oldest queued records (all, or ``limit``), counted with their range."""
+        first = self._dequeued + 1
+        self._lose_range(first, len(self._drain_queue(limit)), reason)
+
+    def _lose_range(self, first: int, count: int, reason: str) -> None:
+        """``count`` records from sequence number ``first`` (1-based, in emission order) lost."""
+        if count <= 0:
+            return
+        self._lost += count
+        self._shared.metrics.lost += count
+        log.error(
+            "job log records lost",
+            count=count,
+            first_seq=first,
+            last_seq=first + count - 1,
+            reason=reason,
+            log_stream_id=self.log_stream_id,
+            lost_total=self._lost,
+        )
+
+    def _spill_everything(self, *, keep_queue: bool = False) -> None:
+        """After a failed POST or at close: in-flight memory batches and the whole queue to disk.
+        In-flight batches that cannot be written are lost (counted, with their range)."""
+        if not self._spill(include_inflight=True, keep_on_failure=keep_queue):
             unspooled = [b for b in self._inflight if b.spool_range is None]
-            self._lose(
-                sum(len(b.frames) + (len(b.raw) - b.pos if b.raw else 0) for b in unspooled),
-                "spool unavailable",
-            )
+            for batch in unspooled:
+                count = len(batch.frames) + (len(batch.raw) - batch.pos if batch.raw else 0)
+                if batch.first_seq:
+                    self._lose_range(batch.first_seq, count, "disk full: the log spool cannot grow")
+                else:
+                    self._lose(count, "spool unavailable")
             self._inflight = [b for b in self._inflight if b.spool_range is not None]
 
     # ================================================================== shipping
@@ -323,7 +379,7 @@ class JobLogStream:
                 pending = following
             else:
                 with self._lock:
-                    self._spill_everything()
+                    self._spill_everything(keep_queue=True)
                     self._inflight.clear()
                     if self._spool is not None:
                         self._spool.rewind()
@@ -360,6 +416,9 @@ class JobLogStream:
             spool = self._spool
             if spool is not None and spool.has_untaken:
                 frames, start, end = spool.take(self._batch_max, self._settings.batch_max_bytes)
+                if spool.cut_frames:
+                    self._lose(spool.cut_frames, "unreadable bytes in the log spool")
+                    spool.cut_frames = 0
                 if not frames:
                     return None
                 batch = _Batch(frames=frames, spool_range=(start, end))
@@ -368,11 +427,12 @@ class JobLogStream:
             n = len(self._q)
             if n == 0 or (only_if_ready and n < self._batch_max and not self._closing):
                 return None
+            first = self._dequeued + 1
             raw = self._drain_queue(self._batch_max)
             if not self._ships():
                 self._consume_locally(raw)
                 return None
-            batch = _Batch(raw=raw)
+            batch = _Batch(raw=raw, first_seq=first)
             self._inflight.append(batch)
         while batch.raw is not None:
             with self._lock:
@@ -423,6 +483,8 @@ class JobLogStream:
             return
         with self._lock:
             head, batch.frames = batch.frames[:resolved], batch.frames[resolved:]
+            if batch.first_seq:
+                batch.first_seq += resolved
             if batch.spool_range is not None and self._spool is not None:
                 start = batch.spool_range[0] + sum(len(f) for f in head)
                 self._spool.commit(start, len(head))
@@ -473,8 +535,8 @@ class JobLogStream:
         cap = min(self._settings.backoff_max, self._settings.backoff_base * (2 ** min(attempt, 30)))
         await anyio.sleep(random.uniform(cap / 2, cap))
         with self._lock:
-            if self._q:  # keep the outage's records on disk, not in memory
-                self._spill(include_inflight=False)
+            if self._q:  # keep the outage's records on disk, not in memory (disk full: memory)
+                self._spill(include_inflight=False, keep_on_failure=True)
 
     # ================================================================== closing
     async def close(self, *, deadline: float) -> DeliveryReport:
@@ -524,6 +586,8 @@ class JobLogStream:
             if self._spool is not None and not self._spool.closed:
                 try:
                     self._spool.close()
+                except SpoolWriteError as exc:
+                    self._lose(exc.frames, "disk full: the log spool cannot grow")
                 except OSError as exc:
                     log.error("cannot close a log spool file", error=str(exc), spool_key=self.spool_key)
 
