@@ -193,6 +193,19 @@ class DockerBuildPlan(PlanModel):
     target: str = ""
     context: str = ""
     dockerfile: str = ""
+    #: Ours: image labels (ours win over these), and BuildKit secrets by id (secret mounts only).
+    labels: dict[str, str] | None = Field(default=None, alias="Labels")
+    secrets: dict[str, str] | None = None
+
+
+class FetchImageMetadataPlan(BasePlan):
+    """``fetch-image-metadata`` (named by the newer API, defined by us: docs/docker-build.md)."""
+
+    registry: OCIRegistryRepository | None = Field(default=None, alias="Registry")
+    tag: str = Field(default="", alias="Tag")
+    include_index: bool = Field(default=True, alias="IncludeIndex")
+    include_attestation_manifests: bool = Field(default=False, alias="IncludeAttestationManifests")
+    include_attestation_layers: bool = Field(default=False, alias="IncludeAttestationLayers")
 
 
 class ContainerImagePullPlan(PlanModel):
