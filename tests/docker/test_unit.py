@@ -246,6 +246,8 @@ def test_build_command_lines(tmp_path: Path) -> None:
         ("#5 [2/3] RUN echo hi", "step"),
         ("Step 2/3 : RUN echo hi", "step"),
         ("STEP 2/3: RUN echo hi", "step"),
+        ("[2/3] STEP 1/2: FROM 5ec260622e0a AS with-secret", "step"),
+        ("[1/2] --> Using cache 3147ddb1a29", "cache-hit"),
         ("#4 CACHED", "cache-hit"),
         (" ---> Using cache", "cache-hit"),
         ("--> Using cache 7d1cda9b250", "cache-hit"),
