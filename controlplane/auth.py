@@ -11,6 +11,7 @@ another runner looks exactly like an unknown one (404) and costs no extra query.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -20,6 +21,20 @@ from controlplane.errors import Forbidden, Unauthorized
 ADMIN = "admin"
 RUNNER = "runner"
 LOG_STREAM = "log_stream"
+
+#: Prefix of a stored token hash (a stored value without it is a plain token of an older database).
+HASH_PREFIX = "sha256:"
+
+
+def token_hash(token: str) -> str:
+    """What the database keeps of a bearer token.
+
+    A plain SHA-256 is enough: tokens are ~119 random bits (``controlplane.ids``), so there is
+    nothing to guess and no need for a slow, salted hash; a copy of ``controlplane.db`` then
+    gives no one the runner's or the admin's token. The tokens themselves live only in
+    ``credentials.json`` (0600) and with the runner.
+    """
+    return HASH_PREFIX + hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

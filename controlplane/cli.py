@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,6 +70,13 @@ def _default_state_dir() -> Path:
 @click.option("--restart-grace", type=float, default=60.0, show_default=True, help="Seconds.")
 @click.option("--max-body-bytes", type=int, default=ControlPlaneOptions.max_body_bytes, show_default=True)
 @click.option(
+    "--max-header-bytes",
+    type=int,
+    default=ControlPlaneOptions.max_header_bytes,
+    show_default=True,
+    help="Largest request line plus headers; more answers 431.",
+)
+@click.option(
     "--long-poll-max", type=float, default=60.0, show_default=True, help="Seconds a poll may be held."
 )
 @click.option(
@@ -100,6 +108,7 @@ def controlplane_command(
     heartbeat_offline_after: float,
     restart_grace: float,
     max_body_bytes: int,
+    max_header_bytes: int,
     long_poll_max: float,
     heart_beat_timeout: float,
     auto_create_workspaces: bool,
@@ -113,6 +122,7 @@ def controlplane_command(
         heartbeat_offline_after=heartbeat_offline_after,
         restart_grace=restart_grace,
         max_body_bytes=max_body_bytes,
+        max_header_bytes=max_header_bytes,
         long_poll_max=long_poll_max,
         heart_beat_timeout=heart_beat_timeout,
         auto_create_workspaces=auto_create_workspaces,
@@ -120,12 +130,16 @@ def controlplane_command(
         http=http_impl,
     )
     directory = None if memory else (state_dir or _default_state_dir() / SUBDIR)
+    # The tokens are never printed: with --memory they go to a private temporary directory.
+    credentials_dir = Path(tempfile.mkdtemp(prefix="byoc-controlplane-")) if memory else None
     _configure_logging(log_level)
     from controlplane.server import serve
 
     async def main() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with serve(directory, host=host, port=port, options=options):
+            async with serve(
+                directory, host=host, port=port, options=options, credentials_dir=credentials_dir
+            ):
                 async for _ in signals:
                     break
 

@@ -25,6 +25,8 @@ class ControlPlaneOptions:
     restart_grace: float = 60.0
     #: Largest request body accepted; bigger bodies answer 413.
     max_body_bytes: int = 10 * MIB
+    #: Largest request line plus headers; a bigger head answers 431 (``controlplane.http_limits``).
+    max_header_bytes: int = 64 * 1024
     #: Longest a jobs poll may be held (``wait``), seconds.
     long_poll_max: float = 60.0
     #: ``heart_beat_timeout`` of newly created runner settings, seconds.

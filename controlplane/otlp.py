@@ -72,6 +72,10 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
         raise OTLPDecodeError(f"invalid {encoding} body: {exc}") from exc
     if len(out) > limit:
         raise OverflowError("decompressed body too large")
+    if not inflater.eof:
+        # A truncated stream inflates without error as far as it goes: storing that prefix
+        # would answer 201 for records never stored, and the sender would count them delivered.
+        raise OTLPDecodeError(f"truncated {encoding} body: the compressed stream does not end")
     return out
 
 

@@ -21,6 +21,7 @@ import anyio
 import uvicorn
 
 from controlplane.app import VERSION, create_app
+from controlplane.http_limits import limited_protocol
 from controlplane.options import CREDENTIALS_FILE, DATABASE_FILE, ControlPlaneOptions, Credentials
 from controlplane.store import Store
 from controlplane.wire import seconds_to_ns
@@ -70,26 +71,30 @@ def _url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-def announce(creds: Credentials, state_dir: Path | None, *, created: bool) -> None:
-    """Tell the operator how to use the control plane; the tokens only on first start."""
-    where = f" (saved to {state_dir / CREDENTIALS_FILE}, mode 0600)" if state_dir else ""
-    if created:
-        lines = [
-            f"control plane ready at {creds.api_url}{where}",
-            f"  org:           {creds.org_id}",
-            f"  runner:        {creds.runner_id}",
-            f"  runner token:  {creds.runner_token}",
-            f"  admin token:   {creds.admin_token}",
-            "run a runner against it:",
-            f"  RUNNER_API_URL={creds.api_url} RUNNER_ID={creds.runner_id} RUNNER_API_TOKEN=<runner"
-            " token> runner run",
+def announce(creds: Credentials, credentials_file: Path | None, *, created: bool) -> None:
+    """Tell the operator how to use the control plane. Never the tokens: a terminal, a journal
+    or a CI log is no place for them; they are in ``credentials.json`` (0600)."""
+    where = f" (credentials in {credentials_file}, mode 0600)" if credentials_file else ""
+    lines = [f"control plane ready at {creds.api_url} (runner {creds.runner_id}){where}"]
+    if created and credentials_file is not None:
+        lines += [
+            "run a runner against it (runner_token from that file, through a secret store or a file):",
+            f"  RUNNER_API_URL={creds.api_url} RUNNER_ID={creds.runner_id}"
+            " RUNNER_API_TOKEN_FILE=<file holding the runner token> runner run",
             "submit a job:",
-            f"  RUNNER_API_URL={creds.api_url} RUNNER_ADMIN_TOKEN=<admin token> runner jobs submit"
-            " --type noop --wait",
+            f"  runner jobs --state-dir {credentials_file.parent} submit --type noop --wait",
         ]
-    else:
-        lines = [f"control plane ready at {creds.api_url} (runner {creds.runner_id}){where}"]
     print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _known_credentials(path: Path | None) -> Credentials | None:
+    """The credentials written at an earlier start, if readable (the database keeps only hashes)."""
+    if path is None:
+        return None
+    try:
+        return Credentials.load(path)
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 @contextlib.asynccontextmanager
@@ -100,10 +105,13 @@ async def serve(
     port: int = 0,
     options: ControlPlaneOptions | None = None,
     quiet: bool = False,
+    credentials_dir: Path | None = None,
 ) -> AsyncIterator[RunningControlPlane]:
     """Run the control plane in the caller's event loop for the duration of the block.
 
-    ``state_dir=None`` keeps everything in memory (and writes no credentials file).
+    ``state_dir=None`` keeps everything in memory (and writes no credentials file unless
+    ``credentials_dir`` is given). ``credentials.json`` goes to ``credentials_dir``, by default
+    the state dir.
     """
     options = options or ControlPlaneOptions()
     store = await anyio.to_thread.run_sync(
@@ -112,16 +120,20 @@ async def serve(
     sock = bind(host, port)
     try:
         url = _url(host, sock.getsockname()[1])
-        creds, created = await store.bootstrap(url, seconds_to_ns(options.heart_beat_timeout))
-        if state_dir is not None:
-            creds.write(state_dir / CREDENTIALS_FILE)
+        credentials_dir = credentials_dir or state_dir
+        credentials_file = None if credentials_dir is None else credentials_dir / CREDENTIALS_FILE
+        creds, created = await store.bootstrap(
+            url, seconds_to_ns(options.heart_beat_timeout), _known_credentials(credentials_file)
+        )
+        if credentials_file is not None:
+            creds.write(credentials_file)
         config = uvicorn.Config(
             create_app(store, options),
             lifespan="on",
             log_level=options.log_level,
             log_config=None,  # leave the host process's logging alone (runner local/exec embed us)
             access_log=False,  # access logs would carry ?token= query strings
-            http=options.http,
+            http=limited_protocol(options.http, options.max_header_bytes),
             timeout_graceful_shutdown=3,
             timeout_keep_alive=30,
             server_header=False,
@@ -145,7 +157,7 @@ async def serve(
                     raise RuntimeError("the control plane failed to start")
                 await anyio.sleep(0.005)
             if not quiet:
-                announce(creds, state_dir, created=created)
+                announce(creds, credentials_file, created=created)
             try:
                 yield running
             finally:

@@ -8,9 +8,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from controlplane.auth import ADMIN, RUNNER, Principal
+from controlplane.auth import ADMIN, HASH_PREFIX, RUNNER, Principal, token_hash
 from controlplane.errors import NotFound
 from controlplane.ids import new_id
+from controlplane.logs import logger
 from controlplane.options import Credentials
 from controlplane.store_base import (
     _RUNNING_SQL,
@@ -24,14 +25,21 @@ from controlplane.wire import now_ns
 class IdentityStore(StoreBase):
     # ================================================================ identity
 
-    async def bootstrap(self, api_url: str, heart_beat_timeout_ns: int) -> tuple[Credentials, bool]:
+    async def bootstrap(
+        self, api_url: str, heart_beat_timeout_ns: int, known: Credentials | None = None
+    ) -> tuple[Credentials, bool]:
         """The org, runner and tokens of this control plane; created on first start.
 
-        Returns the credentials and whether they were created now.
+        The database keeps only hashes of the tokens, so on a later start the tokens come from
+        ``known`` (the ``credentials.json`` written at the first start). When that is missing or
+        does not match, new admin and runner tokens are issued and the old ones stop working.
+        Returns the credentials and whether tokens were issued now.
         """
-        return await self._run(self._bootstrap, api_url, heart_beat_timeout_ns)
+        return await self._run(self._bootstrap, api_url, heart_beat_timeout_ns, known)
 
-    def _bootstrap(self, api_url: str, heart_beat_timeout_ns: int) -> tuple[Credentials, bool]:
+    def _bootstrap(
+        self, api_url: str, heart_beat_timeout_ns: int, known: Credentials | None
+    ) -> tuple[Credentials, bool]:
         meta = {row["key"]: row["value"] for row in self.conn.execute("SELECT key, value FROM meta")}
         created = False
         with self.db.transaction() as conn:
@@ -42,28 +50,83 @@ class IdentityStore(StoreBase):
                     "INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)", (org_id, "local", now)
                 )
                 runner_id, runner_token = self._create_runner_tx(org_id, "default", heart_beat_timeout_ns)
-                admin_token = new_id("tok")
-                conn.execute(
-                    "INSERT INTO tokens (token, id, kind, org_id, created_at) VALUES (?, ?, ?, ?, ?)",
-                    (admin_token, new_id("tok"), ADMIN, org_id, now),
-                )
-                meta = {
-                    "org_id": org_id,
-                    "runner_id": runner_id,
-                    "admin_token": admin_token,
-                    "runner_token": runner_token,
-                }
+                admin_token = self._issue_admin_token(org_id)
+                meta = {"org_id": org_id, "runner_id": runner_id}
                 conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", list(meta.items()))
+                known = Credentials(api_url, org_id, runner_id, admin_token, runner_token)
                 created = True
+            else:
+                known = self._upgrade_plain_tokens(meta, known)
+                if not self._tokens_match(meta, known):
+                    known = self._reissue_tokens(meta["org_id"], meta["runner_id"])
+                    created = True
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('api_url', ?)", (api_url,))
+        assert known is not None
         creds = Credentials(
             api_url=api_url,
             org_id=meta["org_id"],
             runner_id=meta["runner_id"],
-            admin_token=meta["admin_token"],
-            runner_token=meta["runner_token"],
+            admin_token=known.admin_token,
+            runner_token=known.runner_token,
         )
         return creds, created
+
+    def _issue_admin_token(self, org_id: str) -> str:
+        token = new_id("tok")
+        self.conn.execute(
+            "INSERT INTO tokens (token, id, kind, org_id, created_at) VALUES (?, ?, ?, ?, ?)",
+            (token_hash(token), new_id("tok"), ADMIN, org_id, now_ns()),
+        )
+        return token
+
+    def _upgrade_plain_tokens(self, meta: dict[str, str], known: Credentials | None) -> Credentials | None:
+        """A database from before hashing: hash every stored token, drop the copies in ``meta``."""
+        plain = self._all(
+            "SELECT rowid AS rid, token FROM tokens WHERE token NOT LIKE ?", (HASH_PREFIX + "%",)
+        )
+        if plain or "admin_token" in meta:
+            self.conn.execute("PRAGMA secure_delete = ON")  # no plain copy left in a free page
+        for row in plain:
+            self.conn.execute(
+                "UPDATE tokens SET token = ? WHERE rowid = ?", (token_hash(row["token"]), row["rid"])
+            )
+        if "admin_token" in meta and "runner_token" in meta:
+            if known is None:
+                known = Credentials(
+                    "", meta["org_id"], meta["runner_id"], meta["admin_token"], meta["runner_token"]
+                )
+            self.conn.execute("DELETE FROM meta WHERE key IN ('admin_token', 'runner_token')")
+        return known
+
+    def _tokens_match(self, meta: dict[str, str], known: Credentials | None) -> bool:
+        if known is None or known.org_id != meta["org_id"] or known.runner_id != meta["runner_id"]:
+            return False
+        admin = self._one(
+            "SELECT kind FROM tokens WHERE token = ? AND kind = ? AND org_id = ?",
+            (token_hash(known.admin_token), ADMIN, meta["org_id"]),
+        )
+        runner = self._one(
+            "SELECT kind FROM tokens WHERE token = ? AND kind = ? AND runner_id = ?",
+            (token_hash(known.runner_token), RUNNER, meta["runner_id"]),
+        )
+        return admin is not None and runner is not None
+
+    def _reissue_tokens(self, org_id: str, runner_id: str) -> Credentials:
+        """New admin and default-runner tokens; the old ones (unknown to us now) stop working."""
+        logger("controlplane").warning(
+            "credentials.json is missing or does not match the database: issuing new admin and"
+            " runner tokens (the old ones no longer work)",
+            runner_id=runner_id,
+        )
+        self.conn.execute("DELETE FROM tokens WHERE kind = ? AND org_id = ?", (ADMIN, org_id))
+        self.conn.execute("DELETE FROM tokens WHERE kind = ? AND runner_id = ?", (RUNNER, runner_id))
+        self._tokens.clear()
+        runner_token = new_id("tok")
+        self.conn.execute(
+            "INSERT INTO tokens (token, id, kind, org_id, runner_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (token_hash(runner_token), new_id("tok"), RUNNER, org_id, runner_id, now_ns()),
+        )
+        return Credentials("", org_id, runner_id, self._issue_admin_token(org_id), runner_token)
 
     def _create_runner_tx(self, org_id: str, name: str, heart_beat_timeout_ns: int) -> tuple[str, str]:
         conn = self.conn
@@ -90,7 +153,7 @@ class IdentityStore(StoreBase):
         )
         conn.execute(
             "INSERT INTO tokens (token, id, kind, org_id, runner_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (token, new_id("tok"), RUNNER, org_id, runner_id, now),
+            (token_hash(token), new_id("tok"), RUNNER, org_id, runner_id, now),
         )
         return runner_id, token
 
@@ -111,7 +174,7 @@ class IdentityStore(StoreBase):
             row = await self._run(
                 lambda: self._one(
                     "SELECT kind, org_id, runner_id, log_stream_id, expires_at FROM tokens WHERE token = ?",
-                    (token,),
+                    (token_hash(token),),
                 )
             )
             if row is None:

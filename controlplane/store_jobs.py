@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
-from controlplane.auth import LOG_STREAM
+from controlplane.auth import LOG_STREAM, token_hash
 from controlplane.errors import BadRequest, Conflict, NotFound
 from controlplane.ids import new_id
 from controlplane.store_base import (
@@ -79,7 +79,7 @@ class JobStore(StoreBase):
             conn.execute(
                 "INSERT INTO tokens (token, id, kind, org_id, runner_id, log_stream_id, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (write_token, new_id("tok"), LOG_STREAM, org_id, runner_id, stream_id, now),
+                (token_hash(write_token), new_id("tok"), LOG_STREAM, org_id, runner_id, stream_id, now),
             )
             # Queued and made available in one transaction: this control plane has no serial
             # per-runner event loop (runner-api.md §6.1), any number of jobs may be available.
