@@ -5,7 +5,8 @@
 #     -v byoc-runner-state:/var/lib/byoc-runner byoc-runner:0.1.0
 #
 # Three stages: `tools` fetches terraform and helm and checks them against pinned SHA256 sums,
-# `build` installs the runner into a virtualenv, and the final stage holds only the venv, the two
+# `build` installs the locked runtime dependencies (requirements/runtime.txt) and the runner into
+# a virtualenv, and the final stage holds only the venv, the two
 # tools, git and CA certificates, running as uid 10001. No secret is ever an ARG or ENV here: the
 # runner token comes at run time (env from a Secret, ECS secrets, or `-e RUNNER_API_TOKEN`).
 #
@@ -39,12 +40,17 @@ ARG PIP_ARGS=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python3 -m venv /opt/byoc-runner
 WORKDIR /src
+# The locked runtime set first (every file SHA256-checked; scripts/lock.sh refreshes it), in its
+# own layer so that a source change does not reinstall the dependencies; then the runner itself
+# without dependencies, so the image holds exactly the versions the tests ran against.
+COPY requirements/runtime.txt ./requirements/runtime.txt
+# PIP_ARGS is word-split on purpose (several flags).
+RUN /opt/byoc-runner/bin/pip install ${PIP_ARGS} --require-hashes -r requirements/runtime.txt
 COPY pyproject.toml README.md ./
 COPY runner ./runner
 COPY handlers ./handlers
 COPY controlplane ./controlplane
-# PIP_ARGS is word-split on purpose (several flags).
-RUN /opt/byoc-runner/bin/pip install ${PIP_ARGS} . \
+RUN /opt/byoc-runner/bin/pip install ${PIP_ARGS} --no-deps . \
  && /opt/byoc-runner/bin/runner version
 
 # --- runtime ------------------------------------------------------------------------------------

@@ -25,10 +25,13 @@ fi
 PYTHON=${PYTHON:-python3}
 
 # --setup: install what the tiers need first (Python deps, real tools, dockerd). Idempotent and
-# quick when everything is there already; the apt and tool steps need root.
+# quick when everything is there already; the apt and tool steps need root. The Python deps are
+# the locked set (requirements/test.txt, every file SHA256-checked; scripts/lock.sh refreshes
+# it), then the package itself without dependencies, so a fresh machine gets what CI tested.
 if [ "${1:-}" = "--setup" ]; then
   shift
-  "$PYTHON" -m pip install -q -e '.[test]'
+  "$PYTHON" -m pip install -q --require-hashes -r requirements/test.txt
+  "$PYTHON" -m pip install -q --no-deps -e .
   if [ "$(id -u)" -eq 0 ]; then
     bash scripts/install-tools.sh
   elif command -v sudo >/dev/null; then

@@ -152,6 +152,25 @@ def test_every_downloaded_tool_is_checksum_pinned() -> None:
     assert "--from=tools /tools/terraform /tools/helm /usr/local/bin/" in copied
 
 
+def test_build_installs_the_locked_runtime_set_then_the_runner_alone() -> None:
+    """The image holds the lock's versions (hash-checked), not whatever pip resolves on build day."""
+    build = [i for i in INSTRUCTIONS if i.stage == 1]
+    runs = [i.args for i in build if i.keyword == "RUN"]
+    locked = [n for n, r in enumerate(runs) if "--require-hashes -r requirements/runtime.txt" in r]
+    package = [n for n, r in enumerate(runs) if "pip install ${PIP_ARGS} --no-deps ." in r]
+    assert len(locked) == 1, runs
+    assert len(package) == 1, runs
+    assert locked[0] < package[0]
+    for run in runs:
+        if "pip install" in run:
+            assert "--require-hashes" in run or "--no-deps" in run, f"an unlocked install: {run}"
+    copies = [i.args for i in build if i.keyword == "COPY"]
+    lock = "requirements/runtime.txt ./requirements/runtime.txt"
+    assert lock in copies
+    # The lock is copied before the sources, so a code change does not reinstall the dependencies.
+    assert copies.index(lock) < copies.index("runner ./runner")
+
+
 def test_health_check_hits_healthz() -> None:
     checks = final("HEALTHCHECK")
     assert len(checks) == 1
@@ -187,7 +206,7 @@ def test_dockerignore_keeps_only_what_the_build_copies() -> None:
         "handlers/noop.py",
         "scripts/fetch-verified.py",
     ]
-    needed += ["controlplane/__init__.py"]
+    needed += ["controlplane/__init__.py", "requirements/runtime.txt"]
     for path in needed:
         assert not _ignored(path, patterns), f"{path} is needed by the build but ignored"
     for path in [
@@ -195,6 +214,7 @@ def test_dockerignore_keeps_only_what_the_build_copies() -> None:
         "tests/conftest.py",
         "deploy/ecs/main.tf",
         ".state/credentials.json",
+        "requirements/test.txt",
         "runner/__pycache__/x.pyc",
     ]:
         assert _ignored(path, patterns), f"{path} should not be in the build context"

@@ -4,8 +4,8 @@ The production base (python:3.11-slim-bookworm) cannot be pulled here, so the bu
 stand-in with the same OS and Python minor version: a debootstrap'ed Debian bookworm with
 python3.11, made once by scripts/install-tools.sh and `docker import`ed. Everything else is the
 real Dockerfile: the checksum-verified tool downloads (served from loopback, with the checksums of
-those archives), the pip install (from a wheelhouse on loopback instead of PyPI), the apt step,
-the user, the entrypoint and the health check. The built image then runs `runner run`.
+those archives), the pip install of the locked set (from a wheelhouse on loopback instead of
+PyPI), the apt step, the user, the entrypoint and the health check. The built image then runs `runner run`.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ CONTEXT_PATHS = [
     "runner",
     "handlers",
     "controlplane",
+    "requirements/runtime.txt",
     "scripts/fetch-verified.py",
     "Dockerfile",
     ".dockerignore",
@@ -112,8 +113,10 @@ def _prepare(tmp: Path) -> tuple[Path, Path]:
     wheels = www / "wheels"
     wheels.mkdir(parents=True)
     pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    lock = context / "requirements" / "runtime.txt"
     for cmd in (
-        [*pip, "wheel", "--wheel-dir", str(wheels), str(context)],
+        # The locked files themselves (the build checks their hashes), and the build backend.
+        [*pip, "download", "--only-binary", ":all:", "--require-hashes", "-r", str(lock), "-d", str(wheels)],
         [*pip, "download", "--only-binary", ":all:", "-d", str(wheels), "setuptools>=68", "wheel"],
     ):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
