@@ -116,13 +116,16 @@ def _run_options(func: Any) -> Any:
 @cli.command()
 @_run_options
 def run(config_file: Path | None, **flags: Any) -> None:
-    """Run the runner daemon (the API token comes from RUNNER_API_TOKEN, never a flag)."""
-    from runner import logging_setup
+    """Run the runner daemon (the API token comes from RUNNER_API_TOKEN_FILE or RUNNER_API_TOKEN,
+    never a flag)."""
+    from runner import logging_setup, secrecy
     from runner.daemon import Daemon
     from runner.journal import StateDirLocked
 
     try:
+        secrecy.protect_process()  # non-dumpable, token file read: out of the children's reach
         config = load_config(flags=flags, config_file=config_file)
+        secrecy.scrub_token()
     except ConfigError as exc:
         _fail_config(exc)
         return
