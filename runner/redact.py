@@ -66,12 +66,35 @@ def forms_of(value: str) -> set[str]:
         forms.add(padded)
         forms.add(padded.rstrip("="))
     forms |= _b64_fragments(raw)
-    forms.add(urllib.parse.quote(value, safe=""))
-    forms.add(urllib.parse.quote(value))
-    forms.add(urllib.parse.quote_plus(value))
-    forms.add(json.dumps(value)[1:-1])
-    forms.add(json.dumps(value, ensure_ascii=False)[1:-1])
+    quote = urllib.parse.quote
+    for quoted in (quote(value, safe=""), quote(value), urllib.parse.quote_plus(value)):
+        forms.add(quoted)
+        forms.add(_PERCENT.sub(lambda m: m.group(0).lower(), quoted))  # %2f as some clients write it
+    forms |= _json_escaped_forms(value)
     return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
+
+
+_PERCENT = re.compile(r"%[0-9A-F]{2}")
+#: Go's encoding/json (terraform, kubectl, every Go tool's ``-json`` output) escapes these for
+#: HTML safety; JavaScript-style encoders escape "/" too.
+_GO_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def _json_escaped_forms(value: str) -> set[str]:
+    """The value as it appears inside a JSON string: Python's and Go's escaping, "/" escaped,
+    and escaped twice (a JSON document carried as a string inside another one, as in a log
+    line whose body is JSON). Each is the full escaped text, so a secret split by escapes
+    (``p\\"ss``) is still one form."""
+    out: set[str] = set()
+    for ascii_only in (True, False):
+        once = json.dumps(value, ensure_ascii=ascii_only)[1:-1]
+        go = once
+        for char, escape in _GO_ESCAPES.items():
+            go = go.replace(char, escape)
+        for form in (once, go, once.replace("/", "\\/")):
+            out.add(form)
+            out.add(json.dumps(form, ensure_ascii=ascii_only)[1:-1])
+    return out
 
 
 def _values_to_register(value: str) -> list[str]:

@@ -160,3 +160,31 @@ def test_concurrent_registration_and_masking() -> None:
         t.join()
     assert not errors
     assert r.mask("secret-number-199") == MASK
+
+
+# ------------------------------------------------------------------ issue 11: more forms
+
+TF_SECRET = "p@ss<w>&rd/\"9"
+
+
+@pytest.mark.parametrize(
+    "shown",
+    [
+        TF_SECRET,
+        base64.b64encode(TF_SECRET.encode()).decode(),
+        urllib.parse.quote(TF_SECRET, safe=""),
+        urllib.parse.quote(TF_SECRET, safe="").lower(),
+        # Go's encoding/json (terraform -json, kubectl): <, > and & as \u003c \u003e \u0026.
+        json.dumps(TF_SECRET)[1:-1].replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"),
+        json.dumps(TF_SECRET)[1:-1].replace("/", "\\/"),
+        # JSON inside a JSON string (a log body that is itself a JSON document).
+        json.dumps(json.dumps({"password": TF_SECRET}))[1:-1],
+        # terraform local-exec: Executing: ["/bin/sh" "-c" "echo <secret>"] (Go %q quoting).
+        'Executing: ["/bin/sh" "-c" "echo ' + TF_SECRET.replace("\\", "\\\\").replace('"', '\\"') + '"]',
+    ],
+)
+def test_json_escaped_and_split_forms_are_masked(shown: str) -> None:
+    masked = Redactor(TF_SECRET).mask(f"out: {shown} end")
+    assert MASK in masked
+    for piece in ("p@ss", "rd/", "w>", "w\\u003e"):
+        assert piece not in masked, masked
