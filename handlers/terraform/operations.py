@@ -41,6 +41,7 @@ from handlers.terraform.hooks import Hooks
 from handlers.terraform.install import install_without_init, refused_linked_providers
 from handlers.terraform.planfile import PlanFile, decode_plan_file
 from handlers.terraform.schemas import providers_in_plan, terraform_version_of
+from handlers.terraform.sensitive import register_variable_secrets
 from handlers.terraform.workspace import (
     POLICY_DIR_NAME,
     POLICY_DIR_VAR,
@@ -157,6 +158,9 @@ class TerraformRunHandler(Handler):
 
         self.module_dir = (await self.fetch_module(ctx)).absolute()
         prepare_module(self.module_dir, ctx.log)
+        masked = register_variable_secrets(inputs.vars, inputs.vars_files, self.module_dir, ctx.secrets)
+        if masked:
+            ctx.log.info("secret variables are masked in the logs", variables=masked)
         if inputs.policies:
             policy_dir = write_policies(self.module_dir / POLICY_DIR_NAME, inputs.policies)
             ctx.log.info("policies written", count=len(inputs.policies), directory=str(policy_dir))

@@ -1,0 +1,241 @@
+"""docker-build end to end: the real control plane, a real ``runner run`` process, real dockerd
+(scripts/services.sh) or podman, a real registry, and the pushed image read back layer by layer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.docker.conftest import BASE_IMAGE, DockerEnv, PodmanEnv
+from tests.docker.support import (
+    failure,
+    has_tag,
+    layers_contain,
+    log_text,
+    outputs_of,
+    read_pushed_image,
+    run_job,
+)
+from tests.support.registry import RegistryServer, skopeo_raw_digest
+from tests.support.terraform import GitServer
+
+pytestmark = [pytest.mark.docker, pytest.mark.integration]
+
+SECRET = "tok-SEKRIT-" + uuid.uuid4().hex[:12]
+MULTI_STAGE = f"""\
+FROM {BASE_IMAGE} AS base
+ARG GREETING=unset
+ARG FROM_ENV=unset
+RUN echo "greeting=$GREETING from_env=$FROM_ENV" > /greeting.txt
+
+FROM base AS with-secret
+RUN --mount=type=secret,id=api_token cat /run/secrets/api_token | wc -c | tr -d ' ' > /secret-length.txt
+
+FROM with-secret AS final
+COPY app.txt /app.txt
+
+FROM final AS never-built
+RUN echo this stage is after the target && exit 7
+"""
+
+
+@pytest.fixture(params=["docker", "podman"])
+def builder_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The runner's RUNNER_DOCKER_* for each builder (a fixture per builder, so each is its tier)."""
+    if request.param == "docker":
+        docker: DockerEnv = request.getfixturevalue("docker_env")
+        return {
+            "RUNNER_DOCKER_BUILDER": "docker",
+            "RUNNER_DOCKER_CLI": docker.buildkit_cli,
+            "DOCKER_HOST": docker.host,
+        }
+    podman: PodmanEnv = request.getfixturevalue("podman_env")
+    return {"RUNNER_DOCKER_BUILDER": "podman", "RUNNER_DOCKER_PODMAN_ROOT": str(podman.root)}
+
+
+def _start(factory: Callable[..., Any], env: dict[str, str]) -> Any:
+    return factory(FROM_ENV="from-runner-env", RUNNER_CHILD_GRACE="3", **env)
+
+
+def test_multi_stage_target_build_args_secret_and_outside_dockerfile(
+    builder_env: dict[str, str],
+    runner_process_factory: Callable[..., Any],
+    operator: Any,
+    git_server: GitServer,
+    oci_registry: RegistryServer,
+) -> None:
+    _start(runner_process_factory, builder_env)
+    kind = builder_env["RUNNER_DOCKER_BUILDER"]
+    url = git_server.create("multi", {"svc/app/app.txt": "hello app\n", "svc/docker/Dockerfile": MULTI_STAGE})
+    repo = f"e2e/{kind}-multi"
+    plan = {
+        "git_source": {"url": url, "ref": "main", "path": "svc"},
+        "dst_registry": {"RegistryType": "private_oci", "Repository": f"{oci_registry.host}/{repo}"},
+        "docker_build_plan": {
+            "context": "app",
+            "dockerfile": "../docker/Dockerfile",  # outside the context: copied in for the build
+            "target": "final",
+            "build_args": {"GREETING": "hello", "FROM_ENV": None, "NOT_IN_ENV": None},
+            "secrets": {"api_token": SECRET},
+            "labels": {"team": "payments", "vnd.byoc-runner.job-id": "forged"},
+        },
+    }
+    job = run_job(operator, "docker-build", plan, owner_id="bld-multi-1")
+    logs = log_text(operator, job)
+    assert job["status"] == "finished", json.dumps(failure(operator, job))[:3000] + logs[-3000:]
+
+    image = outputs_of(operator, job["id"])["image"]
+    assert image["tag"] == "bld-multi-1"
+    assert image["repository"] == f"{oci_registry.host}/{repo}"
+    assert image["digest"] == skopeo_raw_digest(f"{oci_registry.host}/{repo}:bld-multi-1")
+
+    config, layers, files = read_pushed_image(oci_registry.host, repo, "bld-multi-1")
+    assert files["greeting.txt"] == b"greeting=hello from_env=from-runner-env\n"
+    assert files["secret-length.txt"].strip() == str(len(SECRET)).encode()  # the mount was there
+    assert files["app.txt"] == b"hello app\n"
+    assert not layers_contain(layers, SECRET.encode()), "the secret is in a layer"
+    assert SECRET not in json.dumps(config), "the secret is in the image config or history"
+    labels = config["config"]["Labels"]
+    assert labels["team"] == "payments"
+    assert labels["vnd.byoc-runner.job-id"] == job["id"]
+    assert labels["org.opencontainers.image.revision"]
+
+    assert f"builder: {kind}" in logs
+    assert "this stage is after the target" not in logs
+    assert SECRET not in logs
+    assert "build args not set in the environment" in logs
+    assert "NOT_IN_ENV" in logs
+    assert ("Pushed" in logs) or ("Copying blob" in logs)
+
+
+def test_a_context_that_escapes_the_workspace_is_refused(
+    docker_env: DockerEnv,
+    runner_process_factory: Callable[..., Any],
+    operator: Any,
+    git_server: GitServer,
+    oci_registry: RegistryServer,
+) -> None:
+    _start(
+        runner_process_factory, {"RUNNER_DOCKER_CLI": docker_env.buildkit_cli, "DOCKER_HOST": docker_env.host}
+    )
+    url = git_server.create("escape", {"Dockerfile": f"FROM {BASE_IMAGE}\n"})
+    plan = {
+        "git_source": {"url": url, "ref": "main"},
+        "dst_registry": {"RegistryType": "private_oci", "Repository": f"{oci_registry.host}/e2e/escape"},
+        "docker_build_plan": {"context": "../../../../etc"},
+    }
+    job = run_job(operator, "docker-build", plan, owner_id="bld-escape")
+    assert job["status"] == "failed"
+    meta = failure(operator, job)
+    assert "docker_build_plan.context '../../../../etc' leads outside the source checkout" in meta["message"]
+    assert "leads outside the source checkout" in log_text(operator, job)
+    assert not has_tag(oci_registry.host, "e2e/escape", "bld-escape")
+
+
+def test_a_failing_run_fails_the_job_with_the_builders_message_and_exit_code(
+    builder_env: dict[str, str],
+    runner_process_factory: Callable[..., Any],
+    operator: Any,
+    git_server: GitServer,
+    oci_registry: RegistryServer,
+) -> None:
+    _start(runner_process_factory, builder_env)
+    url = git_server.create("fails", {"Dockerfile": f"FROM {BASE_IMAGE}\nRUN echo boom-marker && exit 3\n"})
+    plan = {
+        "git_source": {"url": url, "ref": "main"},
+        "dst_registry": {"RegistryType": "private_oci", "Repository": f"{oci_registry.host}/e2e/fails"},
+        "docker_build_plan": {},
+    }
+    job = run_job(operator, "docker-build", plan, owner_id="bld-fails")
+    assert job["status"] == "failed"
+    meta = failure(operator, job)
+    assert meta["message"].startswith("docker-build failed: ")
+    assert "boom-marker && exit 3" in meta["message"]
+    assert meta["exit_code"] in (3, "3")
+    assert "boom-marker" in log_text(operator, job)
+    assert not has_tag(oci_registry.host, "e2e/fails", "bld-fails")
+
+
+def _marker_processes(marker: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if marker in " ".join(proc.info["cmdline"] or ()):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def test_cancel_mid_build_stops_the_builder_and_pushes_nothing(
+    tmp_path: Path,
+    builder_env: dict[str, str],
+    runner_process_factory: Callable[..., Any],
+    operator: Any,
+    git_server: GitServer,
+    oci_registry: RegistryServer,
+) -> None:
+    _start(runner_process_factory, builder_env)
+    seconds = 900 + int(uuid.uuid4().int % 99)  # a sleep length no other process has: the marker
+    url = git_server.create(
+        "slow", {"Dockerfile": f"FROM {BASE_IMAGE}\nRUN echo started && sleep {seconds}\n"}
+    )
+    plan = {
+        "git_source": {"url": url, "ref": "main"},
+        "dst_registry": {"RegistryType": "private_oci", "Repository": f"{oci_registry.host}/e2e/slow"},
+        "docker_build_plan": {},
+    }
+    job = operator.submit("docker-build", plan=plan, owner_id="bld-slow")
+    try:
+        deadline = time.monotonic() + 120
+        while not _marker_processes(f"sleep {seconds}"):
+            assert time.monotonic() < deadline, "the RUN step never started"
+            assert operator.get_job(job["id"])["status"] not in ("failed", "finished")
+            time.sleep(0.2)
+    finally:
+        operator.cancel(job["id"])  # also when the wait failed: leave no build running
+    done = operator.wait_job(job["id"], ("cancelled", "failed", "finished"), timeout=60)
+    assert done["status"] == "cancelled"
+    deadline = time.monotonic() + 20
+    while _marker_processes(f"sleep {seconds}"):
+        assert time.monotonic() < deadline, "the build's RUN process outlived the cancel"
+        time.sleep(0.2)
+    builders = [p for p in _marker_processes(str(tmp_path)) if "workspaces" in " ".join(p.cmdline())]
+    assert builders == [], "a builder process of the job outlived the cancel"
+    assert not has_tag(oci_registry.host, "e2e/slow", "bld-slow")
+
+
+def test_plan_secrets_are_refused_by_a_builder_without_buildkit(
+    docker_env: DockerEnv,
+    runner_process_factory: Callable[..., Any],
+    operator: Any,
+    git_server: GitServer,
+    oci_registry: RegistryServer,
+) -> None:
+    """The docker CLI first on PATH here is a 28.x client without buildx: the legacy builder."""
+    legacy = docker_env.run("buildx", "version", cli=docker_env.path_cli, check=False).returncode != 0
+    if not legacy:
+        pytest.skip(f"{docker_env.path_cli} has buildx: no legacy builder on this machine")
+    _start(runner_process_factory, {"RUNNER_DOCKER_CLI": docker_env.path_cli, "DOCKER_HOST": docker_env.host})
+    url = git_server.create("legacy", {"Dockerfile": f"FROM {BASE_IMAGE}\nRUN echo legacy > /l.txt\n"})
+    base = {
+        "git_source": {"url": url, "ref": "main"},
+        "dst_registry": {"RegistryType": "private_oci", "Repository": f"{oci_registry.host}/e2e/legacy"},
+    }
+    job = run_job(
+        operator, "docker-build", {**base, "docker_build_plan": {"secrets": {"t": SECRET}}}, owner_id="l1"
+    )
+    assert job["status"] == "failed"
+    assert "cannot mount them" in failure(operator, job)["message"]
+    ok = run_job(operator, "docker-build", {**base, "docker_build_plan": {}}, owner_id="l2")
+    assert ok["status"] == "finished", json.dumps(failure(operator, ok))[:2000]
+    assert "(legacy builder)" in log_text(operator, ok)
+    assert has_tag(oci_registry.host, "e2e/legacy", "l2")
