@@ -52,11 +52,15 @@ from handlers.terraform.sandbox import SandboxTerraformHandler  # noqa: E402
 from handlers.terraform.workspace import BACKEND_OVERRIDE, BACKEND_OVERRIDE_NAME  # noqa: E402
 from runner.api.client import RunnerClient  # noqa: E402
 from runner.api.plans import SandboxRunPlan  # noqa: E402
-from runner.config import Config  # noqa: E402
 from runner.handler import JobContext  # noqa: E402
 from runner.redact import Redactor  # noqa: E402
 from tests.support.controlplane import ControlPlaneProcess  # noqa: E402
-from tests.support.terraform import ListJobLog, build_null_mirror, job_context  # noqa: E402
+from tests.support.terraform import (  # noqa: E402
+    ListJobLog,
+    build_null_mirror,
+    config_with_families,
+    job_context,
+)
 
 
 def null_mirror() -> Path:
@@ -151,7 +155,7 @@ class Bench:
         self.counter += 1
         workspace = self.work / f"exec-{self.counter}"
         workspace.mkdir()
-        config = Config(
+        config = config_with_families(
             runner_id=self.stub.runner_id,
             api_url=self.stub.url,
             api_token=self.stub.token,

@@ -42,7 +42,7 @@ def _default_state_dir() -> Path:
     env = os.environ.get("RUNNER_STATE_DIR")
     if env:
         return Path(env)
-    from runner.config import default_state_dir
+    from runner.api.statedir import default_state_dir
 
     return default_state_dir()
 

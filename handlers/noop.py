@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from runner.handler import Handler, JobContext
+from runner.sdk import Handler, JobContext
 
 
 class NoopHandler(Handler):

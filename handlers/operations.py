@@ -9,10 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from runner.handler import Handler, JobContext
-
-#: ``update-version`` exits with this code: the supervisor restarts the runner on the new image.
-EXIT_RESTART = 75
+from runner.sdk import EXIT_RESTART, Handler, JobContext
 
 
 class HealthCheckHandler(Handler):
@@ -53,9 +50,9 @@ class UpdateVersionHandler(Handler):
         tag = ctx.settings.container_image_tag or ""
         target = f"{image}:{tag}" if image and tag else (tag or "the configured image")
         ctx.log.info(
-            f"update-version: running {ctx.config.version}; exiting so the supervisor starts {target}"
+            f"update-version: running {ctx.tools.runner_version}; exiting so the supervisor starts {target}"
         )
         ctx.control.request_shutdown(
             graceful=True, exit_code=EXIT_RESTART, reason=f"update-version job {ctx.job.id}"
         )
-        ctx.set_outputs({"current_version": ctx.config.version, "requested": target})
+        ctx.set_outputs({"current_version": ctx.tools.runner_version, "requested": target})

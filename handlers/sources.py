@@ -30,8 +30,8 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import anyio
 
-from runner.api.plans import GitSource, LocalArchive
-from runner.handler import HandlerError, JobLog, ProcessRunner, SecretRegistry
+from runner.sdk import HandlerError, JobLog, ProcessRunner, SecretRegistry
+from runner.sdk.plans import GitSource, LocalArchive
 
 _SHA_RE = re.compile(r"^[0-9a-fA-F]{7,64}$")
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")

@@ -93,6 +93,16 @@ _RUN_FLAGS: list[tuple[str, str, type[Any] | None, str]] = [
 ]
 
 
+def _config_option(func: Any) -> Any:
+    return click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="TOML, YAML or JSON file with the same keys (lower case, no RUNNER_ prefix)",
+    )(func)
+
+
 def _run_options(func: Any) -> Any:
     for flag, dest, typ, help_text in reversed(_RUN_FLAGS):
         func = click.option(flag, dest, type=typ, default=None, help=help_text)(func)
@@ -103,14 +113,7 @@ def _run_options(func: Any) -> Any:
         default=None,
         help="RUNNER_LOG_FORMAT",
     )(func)
-    func = click.option(
-        "--config",
-        "config_file",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help="TOML, YAML or JSON file with the same keys (lower case, no RUNNER_ prefix)",
-    )(func)
-    return func
+    return _config_option(func)
 
 
 @cli.command()
@@ -126,12 +129,13 @@ def run(config_file: Path | None, **flags: Any) -> None:
         secrecy.protect_process()  # non-dumpable, token file read: out of the children's reach
         config = load_config(flags=flags, config_file=config_file)
         secrecy.scrub_token()
+        logging_setup.configure_logging(config.log_format, config.log_level or "INFO")
+        daemon = Daemon(config)
     except ConfigError as exc:
         _fail_config(exc)
         return
-    logging_setup.configure_logging(config.log_format, config.log_level or "INFO")
     try:
-        code = anyio.run(Daemon(config).run)
+        code = anyio.run(daemon.run)
     except StateDirLocked as exc:
         click.echo(f"runner: {exc}", err=True)
         sys.exit(CONFIG_ERROR_EXIT)
@@ -175,6 +179,7 @@ def run(config_file: Path | None, **flags: Any) -> None:
 @click.option("--timeout", "timeout", type=float, default=None, help="Execution timeout in seconds")
 @click.option("--owner-id", default=None, help="The job's owner id (builds tag their artifact with it)")
 @click.option("--log-format", type=click.Choice(["json", "console"]), default="console")
+@_config_option
 def exec_(
     job_type: str,
     plan_file: Path | None,
@@ -185,8 +190,12 @@ def exec_(
     timeout: float | None,
     owner_id: str | None,
     log_format: str,
+    config_file: Path | None,
 ) -> None:
-    """Run one job with no remote control plane; outputs as JSON on stdout."""
+    """Run one job with no remote control plane; outputs as JSON on stdout.
+
+    The runner's settings come from the environment and --config as for ``runner run``; only
+    the control-plane connection is this command's own."""
     from runner.local import ExecRequest, run_exec
 
     request = ExecRequest(
@@ -199,6 +208,7 @@ def exec_(
         timeout=timeout,
         owner_id=owner_id,
         log_format=log_format,
+        config_file=config_file,
     )
     sys.exit(_run_local_mode(run_exec, request))
 
@@ -211,6 +221,7 @@ def exec_(
 @click.option("--health-addr", default="127.0.0.1:0", show_default=True)
 @click.option("--concurrency", default=None, help="Per group, e.g. build=2,deploy=1")
 @click.option("--log-format", type=click.Choice(["json", "console"]), default="console")
+@_config_option
 def local(
     demo: bool,
     state_dir: Path | None,
@@ -219,6 +230,7 @@ def local(
     health_addr: str,
     concurrency: str | None,
     log_format: str,
+    config_file: Path | None,
 ) -> None:
     """Embedded control plane plus one runner in this process (sandbox-friendly local mode)."""
     from runner.local import LocalRequest, run_local
@@ -231,6 +243,7 @@ def local(
         health_addr=health_addr,
         concurrency=concurrency,
         log_format=log_format,
+        config_file=config_file,
     )
     sys.exit(_run_local_mode(run_local, request))
 

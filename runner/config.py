@@ -11,29 +11,26 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
 
 from runner import __version__
 from runner.api.models import JobGroup
+from runner.api.statedir import default_state_dir
+from runner.sdk.settings import BUILTIN_FAMILIES, HandlerSettings, SettingsError, SettingsSource
+
+H = TypeVar("H", bound=HandlerSettings)
 
 
 class ConfigError(ValueError):
     """One configuration value is missing or invalid; the message names it."""
-
-
-def default_state_dir() -> Path:
-    """A per-user state directory (XDG on Linux), so consecutive local runs share state."""
-    if os.geteuid() == 0 and Path("/var/lib").is_dir() and os.environ.get("RUNNER_IN_CONTAINER"):
-        return Path("/var/lib/byoc-runner")
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "byoc-runner"
 
 
 KNOWN_GROUPS = frozenset(g.value for g in JobGroup if g.value not in ("", "any"))
@@ -69,12 +66,9 @@ class Config:
     sandbox_faults: float = 0.0
     tools_dir: Path | None = None
     insecure_registries: tuple[str, ...] = ()
-    terraform_version: str | None = None
-    terraform_mirror_url: str | None = None
-    terraform_provider_mirror: Path | None = None
-    #: Apply jobs skip an init with nothing to install and render state-json themselves
-    #: (handlers/terraform/install.py, state_json.py); false runs terraform for both.
-    terraform_shortcuts: bool = True
+    #: The handler families' own settings, raw: ``RUNNER_TERRAFORM_*`` and the like, by variable
+    #: name (``runner.sdk.settings``); each family parses its prefix.
+    handler_env: Mapping[str, str] = field(default_factory=dict)
     #: A job is refused with a clear error when the state dir has less free space than this.
     min_free_mb: int = 100
     #: Extra or replacement handlers without packaging: job type -> "module:Class".
@@ -103,6 +97,20 @@ class Config:
 
     def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **changes)
+
+    def family_settings(self) -> SettingsSource:
+        """The handler families' settings, for the jobs' contexts."""
+        return SettingsSource(self.handler_env)
+
+    def handler_settings(self, model: type[H]) -> H:
+        return model.from_source(self.handler_env)
+
+    @property
+    def terraform_shortcuts(self) -> bool:
+        """Compatibility: ``RUNNER_TERRAFORM_SHORTCUTS`` now belongs to ``TerraformSettings``."""
+        from runner.sdk.settings import TerraformSettings
+
+        return self.handler_settings(TerraformSettings).shortcuts
 
 
 # --------------------------------------------------------------------------- parsing
@@ -133,17 +141,21 @@ ENV_NAMES: dict[str, str] = {
     "sandbox_faults": "RUNNER_SANDBOX_FAULTS",
     "tools_dir": "RUNNER_TOOLS_DIR",
     "insecure_registries": "RUNNER_INSECURE_REGISTRIES",
-    "terraform_version": "RUNNER_TERRAFORM_VERSION",
-    "terraform_mirror_url": "RUNNER_TERRAFORM_MIRROR_URL",
-    "terraform_provider_mirror": "RUNNER_TERRAFORM_PROVIDER_MIRROR",
-    "terraform_shortcuts": "RUNNER_TERRAFORM_SHORTCUTS",
     "handlers": "RUNNER_HANDLERS",
     "min_free_mb": "RUNNER_MIN_FREE_MB",
 }
+#: The built-in handler families' settings: config file key -> environment variable. They are
+#: not Config fields: each family parses its own (``runner.sdk.settings``).
+FAMILY_ENV_NAMES: dict[str, str] = {
+    model.file_key(name): env_name
+    for model in BUILTIN_FAMILIES
+    for name, env_name in model.env_names().items()
+}
+ENV_NAMES.update(FAMILY_ENV_NAMES)
 #: Compatibility with the reference runner's sandbox variables.
 LEGACY_ENV = {"SANDBOX_JOB_DURATION": "sandbox_job_duration", "LOG_LEVEL": "log_level"}
 
-_FIELD_TYPES = {f.name: f.type for f in fields(Config)}
+_FIELD_TYPES = {f.name: f.type for f in fields(Config) if f.name != "handler_env"}
 
 
 def _env_name(key: str) -> str:
@@ -230,7 +242,7 @@ def _coerce(key: str, raw: Any) -> Any:
         return _parse_handlers(raw)
     if key == "insecure_registries":
         return _parse_list(raw)
-    if key in ("state_dir", "tools_dir", "terraform_provider_mirror"):
+    if key in ("state_dir", "tools_dir"):
         return Path(str(raw)).expanduser()
     if key == "min_free_mb":
         return _parse_int(key, raw, minimum=0)
@@ -255,8 +267,6 @@ def _coerce(key: str, raw: Any) -> Any:
         if not 0.0 <= probability <= 1.0:
             raise ConfigError(f"{_env_name(key)}: must be between 0 and 1")
         return probability
-    if key == "terraform_shortcuts":
-        return _parse_bool(key, raw)
     if key == "log_format":
         fmt = str(raw).strip().lower()
         if fmt not in ("json", "console"):
@@ -304,6 +314,45 @@ def _parse_bool(key: str, raw: Any) -> bool:
     raise ConfigError(f"{_env_name(key)}: {raw!r} is not true or false")
 
 
+#: Never handed to handler families: credentials of the operator CLI and the like.
+_SECRET_NAME = re.compile(r"TOKEN|PASSWORD|SECRET|CREDENTIAL|PRIVATE", re.IGNORECASE)
+
+
+def _handler_env(merged: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """The families' raw settings: file keys of the built-in families, then every ``RUNNER_*``
+    variable that is not the agent's own (a third-party family reads its prefix from these).
+    The built-in families are parsed here, so a bad value stops start-up like any other."""
+    own = set(ENV_NAMES.values()) - set(FAMILY_ENV_NAMES.values())
+    out = {
+        FAMILY_ENV_NAMES[k]: v if isinstance(v, str) else _file_text(v)
+        for k, v in merged.items()
+        if k in FAMILY_ENV_NAMES
+    }
+    out.update(
+        {
+            k: v
+            for k, v in env.items()
+            if k.startswith(_ENV_PREFIX) and k not in own and v != "" and not _SECRET_NAME.search(k)
+        }
+    )
+    source = SettingsSource(out)
+    for model in BUILTIN_FAMILIES:
+        try:
+            source.get(model)
+        except SettingsError as exc:
+            raise ConfigError(str(exc)) from None
+    return out
+
+
+def _file_text(value: Any) -> str:
+    """A file value (TOML and YAML give booleans, numbers, lists) as the variable would be."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
@@ -322,7 +371,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: must hold a mapping of keys")
-    unknown = [k for k in data if k not in _FIELD_TYPES]
+    unknown = [k for k in data if k not in _FIELD_TYPES and k not in FAMILY_ENV_NAMES]
     if unknown:
         raise ConfigError(f"config file {path}: unknown key(s) {', '.join(sorted(unknown))}")
     return data
@@ -334,10 +383,12 @@ def load_config(
     flags: Mapping[str, Any] | None = None,
     config_file: Path | None = None,
     require_remote: bool = True,
+    defaults: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Build the Config. ``flags`` holds only the flags the user actually gave."""
+    """Build the Config. ``flags`` holds only the flags the user actually gave; ``defaults``
+    (below the file) are a mode's own defaults (``runner exec`` polls faster, for one)."""
     env = os.environ if env is None else env
-    merged: dict[str, Any] = {}
+    merged: dict[str, Any] = dict(defaults or {})
     file_path = config_file or (Path(env["RUNNER_CONFIG"]) if env.get("RUNNER_CONFIG") else None)
     if file_path is not None:
         merged.update(read_config_file(file_path))
@@ -352,9 +403,9 @@ def load_config(
         if value is not None:
             merged[key] = value
 
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {"handler_env": _handler_env(merged, env)}
     for key, raw in merged.items():
-        if key == "version":
+        if key == "version" or key in FAMILY_ENV_NAMES:
             continue
         is_plain = key in ("runner_id", "api_url", "api_token")
         values[key] = str(raw).strip() if is_plain else _coerce(key, raw)

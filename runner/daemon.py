@@ -26,34 +26,32 @@ import structlog
 from anyio.abc import TaskGroup
 
 from runner import PROCESS_STARTED, logging_setup
-from runner.api.client import APIError, RetryPolicy, RunnerClient, TransportError, Unauthorized, with_retries
+from runner.adapters import RunnerHandlerAPI, tool_settings
+from runner.api.client import APIError, RunnerClient, TransportError, Unauthorized
 from runner.api.models import (
     DEFAULT_POLLED_GROUPS,
-    ErrorCode,
-    ExecutionStatus,
     HeartBeatRequest,
-    JobStatus,
-    ResultRequest,
     RunnerGroupSettings,
     RunnerJob,
     RunnerJobExecution,
 )
-from runner.config import KNOWN_GROUPS, Config
+from runner.backoff import backoff_delay
+from runner.config import KNOWN_GROUPS, Config, ConfigError
 from runner.executor import AbortReason, ExecutorDeps, JobRun
-from runner.handler import HandlerRegistry
 from runner.health import HealthEndpoints, Probe, serve_health
-from runner.journal import Journal, JournalEntry, StateDirLock
+from runner.journal import Journal, StateDirLock
 from runner.logs import LogPipeline, LogRecord
 from runner.metrics import RunnerMetrics
+from runner.orphans import OrphanRecovery
 from runner.poller import GroupPoller, Slot
 from runner.redact import Redactor
-from runner.sandbox import SandboxHandler
+from runner.sandbox import SandboxTiming
+from runner.sdk.handler import HandlerRegistry
+from runner.sdk.settings import SettingsError
 from runner.workspace import Workspaces
 
 log = structlog.get_logger("runner.daemon")
 
-#: Exit code of ``update-version``: the supervisor restarts the runner on the new image.
-EXIT_RESTART = 75
 #: Exit code of a second SIGTERM/SIGINT (128 + SIGTERM).
 EXIT_FORCED = 143
 
@@ -153,6 +151,30 @@ class Daemon:
         self.health_port: int | None = None
         for name, error in self.registry.load_errors.items():
             log.error("handler failed to load; its job type will not be claimed", job_type=name, error=error)
+        self.family_settings = config.family_settings()
+        self._check_handler_settings()
+        self.handler_api = RunnerHandlerAPI(self.api)
+        self.tools = tool_settings(config)
+        self.orphans = OrphanRecovery(
+            api=self.api,
+            journal=self.journal,
+            workspaces=self.workspaces,
+            logs=self._pipeline,
+            running=lambda: self.runs.keys(),
+        )
+
+    def _check_handler_settings(self) -> None:
+        """Parse the settings of every installed handler's family now: a bad value stops start-up
+        with one line naming it (``ConfigError``), not the first job of that family."""
+        for job_type in self.registry.job_types():
+            handler = self.registry.get(job_type)
+            model = handler.settings_model if handler is not None else None
+            if model is None:
+                continue
+            try:
+                self.family_settings.get(model)
+            except SettingsError as exc:
+                raise ConfigError(str(exc)) from None
 
     # ------------------------------------------------------------------ public control
     def request_shutdown(
@@ -250,8 +272,8 @@ class Daemon:
                 )
                 await root.start(self.pipeline.run)
                 root.start_soon(self._heartbeats)
-                if await self._recover_orphans():
-                    root.start_soon(self._retry_orphans)
+                if await self.orphans.recover():
+                    root.start_soon(self.orphans.retry_until_done)
                 root.start_soon(self._settings_loop)
                 async with anyio.create_task_group() as jobs:
                     self._jobs_tg = jobs
@@ -310,7 +332,7 @@ class Daemon:
                 delay = 30.0
             except (APIError, TransportError) as exc:
                 failures += 1
-                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                delay = backoff_delay(failures, base=0.5, cap=30.0, jitter="none")
                 log.warning(
                     "control plane not reachable yet, retrying", error=str(exc), retry_in=round(delay, 1)
                 )
@@ -438,7 +460,10 @@ class Daemon:
             runner_secrets=self.runner_secrets,
             settings=lambda: self.current_settings,
             control_for=lambda execution_id: _JobControl(self, execution_id),
-            sandbox_handler=SandboxHandler,
+            handler_api=self.handler_api,
+            tools=self.tools,
+            family_settings=self.family_settings,
+            sandbox=SandboxTiming(self.config.sandbox_job_duration, self.config.sandbox_faults),
         )
         run = JobRun(deps, job, execution, job.group or "")
         self.runs[execution.id] = run
@@ -452,96 +477,10 @@ class Daemon:
         finally:
             slot.release()
             self.runs.pop(run.execution_id, None)
-            request = self.shutdown
-            if request is not None and request.requested_by == run.execution_id and not request.graceful:
-                # Nobody monitors a forced shutdown job on the reference server (§6.8).
-                with anyio.move_on_after(10), anyio.CancelScope(shield=True):
-                    try:
-                        await self.api.update_job(run.job.id, JobStatus.FINISHED)
-                    except (APIError, TransportError) as exc:
-                        log.warning("could not mark the shut-down job finished", error=str(exc))
 
     def _pipeline(self) -> LogPipeline:
         assert self.pipeline is not None
         return self.pipeline
-
-    # ------------------------------------------------------------------ restart recovery
-    async def _recover_orphans(self) -> set[str]:
-        """Report executions a previous process left behind, deliver their logs, remove their files.
-
-        Returns the executions that could not be reported yet (control plane unreachable).
-        """
-        pending: set[str] = set()
-        for entry in self.journal.entries():
-            # Not the pid: in a container the restarted runner often has the same one (1).
-            if entry.execution_id in self.runs:
-                continue
-            if not await self._recover_one(entry):
-                pending.add(entry.execution_id)
-        removed = self.workspaces.sweep(keep=pending | set(self.runs))
-        if removed:
-            log.info("removed stale workspaces", count=len(removed))
-        return pending
-
-    async def _retry_orphans(self) -> None:
-        """Keep trying to report orphans until the control plane has them all."""
-        delay = 5.0
-        while True:
-            await anyio.sleep(delay)
-            if not await self._recover_orphans():
-                return
-            delay = min(delay * 2, 120.0)
-
-    async def _recover_one(self, entry: JournalEntry) -> bool:
-        log.warning(
-            "reporting an execution orphaned by a previous runner process",
-            job_id=entry.job_id,
-            execution_id=entry.execution_id,
-            last_status=entry.last_status,
-        )
-        deadline = anyio.current_time() + 60
-        report = await self._pipeline().deliver_spooled(entry.spool_key, deadline=deadline)
-        result = ResultRequest(
-            success=False,
-            error_code=int(ErrorCode.RUNNER_RESTARTED),
-            error_metadata={
-                "step": entry.last_status,
-                "handler": entry.job_type,
-                "job_type": entry.job_type,
-                "message": "runner restarted while the job was running",
-                "logs_lost": str(report.lost + report.spooled) if report.lost + report.spooled else None,
-            },
-            contents='{"error": "runner restarted while the job was running"}',
-        )
-        try:
-            await with_retries(
-                lambda: self.api.post_result(
-                    entry.job_id, entry.execution_id, result, retry=RetryPolicy(attempts=1)
-                ),
-                deadline=deadline,
-            )
-        except APIError as exc:
-            log.warning("could not post the orphan's result", execution_id=entry.execution_id, error=str(exc))
-        except TransportError as exc:
-            log.warning("could not post the orphan's result", execution_id=entry.execution_id, error=str(exc))
-            return False
-        try:
-            await with_retries(
-                lambda: self.api.update_execution(
-                    entry.job_id, entry.execution_id, ExecutionStatus.FAILED, retry=RetryPolicy(attempts=1)
-                ),
-                deadline=deadline,
-            )
-        except APIError as exc:
-            if exc.status not in (404, 409):  # 409: the server already ended it (e.g. cancelled)
-                log.warning("could not report the orphan", execution_id=entry.execution_id, error=str(exc))
-                return False
-        except TransportError as exc:
-            log.warning("could not report the orphan", execution_id=entry.execution_id, error=str(exc))
-            return False
-        self.workspaces.remove(entry.execution_id)
-        await self.journal.close_async(entry.execution_id)
-        return True
 
 
 def _uptime(started: float) -> timedelta:

@@ -17,7 +17,11 @@ Guarantees, each one a bug of the reference runner fixed:
   keeps (``contents`` is set) with the error code, step, handler and message;
 * the job's records are flushed before the final status (losses are counted in the result);
 * the final report runs in a shielded scope with its own deadline and retries, so a cancelled
-  or timed-out job still reports ``cancelled`` / ``timed-out``.
+  or timed-out job still reports ``cancelled`` / ``timed-out``;
+* what the handler registered on ``ctx.resources`` is closed after ``cleanup``, whatever happened.
+
+What differs by job type (default timeout, sandbox behaviour, whether the job itself is PATCHed
+``finished``) is read from the job-type table, ``runner.api.jobtypes``.
 """
 
 from __future__ import annotations
@@ -40,13 +44,16 @@ from runner.api.client import (
     NotFound,
     RetryPolicy,
     RunnerClient,
+    TransportError,
     Unauthorized,
     with_retries,
 )
+from runner.api.jobtypes import SandboxBehaviour, spec_for
 from runner.api.models import (
     EXECUTION_TRANSITIONS,
     ErrorCode,
     ExecutionStatus,
+    JobStatus,
     ResultRequest,
     RunnerGroupSettings,
     RunnerJob,
@@ -55,12 +62,15 @@ from runner.api.models import (
 )
 from runner.api.plans import BasePlan, PlanError, decode_plan
 from runner.config import Config
-from runner.handler import Handler, HandlerError, HandlerRegistry, JobContext, RunnerControl
 from runner.journal import Journal, JournalEntry
 from runner.logs import DeliveryReport, JobLogStream, LogPipeline
 from runner.metrics import RunnerMetrics
 from runner.process import JobProcessRunner
 from runner.redact import Redactor
+from runner.sandbox import SandboxHandler, SandboxTiming
+from runner.sdk.handler import Handler, HandlerError, HandlerRegistry, JobContext, RunnerControl
+from runner.sdk.ports import HandlerAPI, ToolSettings
+from runner.sdk.settings import SettingsSource
 from runner.workspace import Workspaces
 
 log = structlog.get_logger("runner.executor")
@@ -79,6 +89,10 @@ PIPELINE: tuple[tuple[str, ExecutionStatus], ...] = (
 #: How long the finalisation (cleanup after an abort, log flush, result, final status) may take.
 FINAL_REPORT_SECONDS = 120.0
 CLEANUP_AFTER_ABORT_SECONDS = 60.0
+#: How long closing the handler's resources (``ctx.resources``) may take.
+RESOURCES_CLOSE_SECONDS = 30.0
+#: How long the PATCH that marks a job ``finished`` (job types that finish their job) may take.
+FINISH_JOB_SECONDS = 10.0
 LOG_FLUSH_SECONDS = 30.0
 #: While records keep reaching the server, the flush before the final status waits for them;
 #: this long without progress ends the wait.
@@ -251,7 +265,12 @@ class ExecutorDeps:
     runner_secrets: Redactor
     settings: Callable[[], RunnerGroupSettings]
     control_for: Callable[[str], RunnerControl]
-    sandbox_handler: type[Handler] | None = None
+    #: The handlers' ports: the control-plane calls they may make, tool and family settings.
+    handler_api: HandlerAPI
+    tools: ToolSettings
+    family_settings: SettingsSource
+    #: None: sandbox mode is off for this runner whatever the settings say.
+    sandbox: SandboxTiming | None = None
 
 
 class JobRun:
@@ -283,14 +302,16 @@ class JobRun:
         if self._work_scope is not None:
             self._work_scope.cancel()
 
-    def _choose_handler(self) -> type[Handler]:
-        settings = self.deps.settings()
-        if settings.sandbox_mode and self.job.type != "shut-down" and self.deps.sandbox_handler is not None:
-            return self.deps.sandbox_handler
+    def _choose_handler(self) -> Handler:
+        """A fresh instance of the job type's handler; sandbox mode wraps it (job-type table)."""
         handler_cls = self.deps.registry.get(self.job.type)
+        timing = self.deps.sandbox
+        faked = spec_for(self.job.type).sandbox is SandboxBehaviour.FAKE
+        if timing is not None and faked and self.deps.settings().sandbox_mode:
+            return SandboxHandler(handler_cls() if handler_cls is not None else None, timing)
         if handler_cls is None:  # the poller never claims these; a registry change could race it
             raise HandlerError(f"no handler for job type {self.job.type!r}", code=ErrorCode.UNSUPPORTED_JOB)
-        return handler_cls
+        return handler_cls()
 
     # ------------------------------------------------------------------ the run
     async def run(self) -> Outcome:
@@ -317,7 +338,9 @@ class JobRun:
         job_log = stream.logger
         handler_name = job.type
         failure: Failure | None = None
-        timeout = (job.execution_timeout.total_seconds() if job.execution_timeout else 0) or 300.0
+        timeout = job.execution_timeout.total_seconds() if job.execution_timeout else 0.0
+        if timeout <= 0:  # the contract's default for the job type (docs/runner-api.md §6.2)
+            timeout = spec_for(job.type).default_timeout.total_seconds()
         deadline = anyio.current_time() + timeout
         processes: JobProcessRunner | None = None
         ctx: JobContext | None = None
@@ -342,11 +365,12 @@ class JobRun:
                     log=job_log,
                     secrets=secrets,
                     processes=processes,
-                    api=deps.api,
-                    config=deps.config,
+                    api=deps.handler_api,
+                    tools=deps.tools,
                     settings=deps.settings(),
                     control=deps.control_for(self.execution_id),
                     deadline=deadline,
+                    family_settings=deps.family_settings,
                 )
                 self._ctx = ctx
                 failure = await self._run_scoped(ctx, handler, job_log, deadline)
@@ -399,13 +423,12 @@ class JobRun:
         processes = JobProcessRunner(
             job_log, workspace=workspace, default_grace=deps.config.child_grace, secrets=secrets
         )
-        handler_cls = self._choose_handler()
-        handler = handler_cls()
+        handler = self._choose_handler()
         self._handler = handler
         job_log.info(
             f"runner {deps.config.runner_id} picked up job {job.id} ({job.type}"
             + (f", {job.operation}" if job.operation else "")
-            + f"), execution {self.execution_id}, handler {handler_cls.__name__}",
+            + f"), execution {self.execution_id}, handler {type(handler).__name__}",
         )
         return processes, handler
 
@@ -541,6 +564,8 @@ class JobRun:
         if processes is not None:
             with anyio.move_on_after(deps.config.child_grace + 5):
                 await processes.terminate_all()
+        if ctx is not None:
+            await _close_resources(ctx)
 
         await _wait_while_logs_flow(stream)
         report = await stream.close(deadline=anyio.current_time() + LOG_FLUSH_SECONDS)
@@ -569,6 +594,8 @@ class JobRun:
             log.error("could not post result", execution_id=self.execution_id, error=str(exc))
 
         reported = await self.reporter.final(status, deadline=final_deadline)
+        if reported and status == ExecutionStatus.FINISHED:
+            await self._finish_job_if_its_type_does()
         if reported:
             await deps.journal.close_async(self.execution_id)
             try:
@@ -576,6 +603,35 @@ class JobRun:
             except OSError as exc:
                 log.warning("could not remove workspace", execution_id=self.execution_id, error=str(exc))
         return Outcome(status=status, failure=failure, logs=report, reported=reported)
+
+    async def _finish_job_if_its_type_does(self) -> None:
+        """PATCH the *job* ``finished`` where the job-type table says the reference does (a
+        shutdown nobody is left to report, ``mng-*`` shut-downs): after the execution's own
+        ``finished``, with its own short deadline; a failure is logged, never fatal."""
+        if not spec_for(self.job.type).finishes_job_for(self.job.metadata):
+            return
+        with anyio.move_on_after(FINISH_JOB_SECONDS):
+            try:
+                await self.deps.api.update_job(self.job.id, JobStatus.FINISHED)
+                return
+            except (APIError, TransportError) as exc:
+                log.warning("could not mark the job finished", job_id=self.job.id, error=str(exc))
+                return
+        log.warning("timed out marking the job finished", job_id=self.job.id)
+
+
+async def _close_resources(ctx: JobContext) -> None:
+    """Close what the handler registered on ``ctx.resources``: after cleanup, whatever happened.
+
+    Runs in the finalisation's shielded scope with its own deadline; a failure is logged.
+    """
+    with anyio.move_on_after(RESOURCES_CLOSE_SECONDS) as scope:
+        try:
+            await ctx.resources.aclose()
+        except Exception as exc:  # noqa: BLE001 - a resource that fails to close must not lose the report
+            ctx.log.warning(f"closing the job's resources failed: {type(exc).__name__}: {exc}")
+    if scope.cancelled_caught:
+        ctx.log.warning("closing the job's resources timed out")
 
 
 async def _wait_while_logs_flow(stream: JobLogStream) -> None:

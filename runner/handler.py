@@ -1,273 +1,37 @@
-"""The handler plug-in interface: what a job type implements, and what it is given.
+"""Compatibility: the handler interface moved to the SDK package, ``runner.sdk``.
 
-A handler is a class registered under the entry-point group ``byoc_runner.handlers`` with the
-job type as the entry-point name. The executor makes **one fresh instance per job** (so no
-state leaks between jobs, unlike the reference runner's singletons) and drives it through
-``prepare -> execute -> cleanup``; ``cancel`` is called first when the job is aborted, for a
-graceful stop, before the job's scope is cancelled.
-
-Handlers see the world only through ``JobContext``: the job, its typed plan, a private
-workspace, a job logger whose records reach the control plane, a process runner that streams
-child output into that logger and kills whole process groups, and a secret registry whose
-values are masked in every log record.
+Kept so that plug-ins written against ``runner.handler`` keep loading; new code imports
+``runner.sdk``.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
-
-from runner.api.models import ErrorCode, ResultRequest, RunnerGroupSettings, RunnerJob, RunnerJobExecution
-from runner.api.plans import BasePlan, PlanError, plan_model_for
-
-if TYPE_CHECKING:
-    from runner.api.client import RunnerClient
-    from runner.config import Config
-
-ENTRY_POINT_GROUP = "byoc_runner.handlers"
-
-P = TypeVar("P", bound=BasePlan)
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class HandlerError(Exception):
-    """A failure a handler wants reported as is: a clear message, a code, optional details.
-
-    ``details`` end up in the result's ``error_metadata`` (strings only), so keep them small and
-    free of secrets (they are masked anyway).
-    """
-
-    code: ErrorCode = ErrorCode.HANDLER_ERROR
-
-    def __init__(self, message: str, *, code: ErrorCode | None = None, **details: Any) -> None:
-        super().__init__(message)
-        if code is not None:
-            self.code = code
-        self.details = {k: str(v) for k, v in details.items() if v is not None}
-
-
-class ChildProcessFailed(HandlerError):
-    """A child process exited non-zero; carries the exit code and the tail of its stderr."""
-
-    code = ErrorCode.CHILD_PROCESS
-
-    def __init__(self, argv0: str, exit_code: int, stderr_tail: Sequence[str]) -> None:
-        tail = "\n".join(stderr_tail[-20:])
-        summary = stderr_tail[-1] if stderr_tail else ""
-        super().__init__(
-            f"{argv0} exited with code {exit_code}" + (f": {summary}" if summary else ""),
-            exit_code=exit_code,
-            stderr_tail=tail,
-        )
-        self.exit_code = exit_code
-        self.stderr_tail = list(stderr_tail)
-
-
-# --------------------------------------------------------------------------- collaborators
-
-
-@runtime_checkable
-class JobLog(Protocol):
-    """The job logger. Records are masked, then shipped as OTLP to the job's log stream.
-
-    Calls never block and never raise: a log line must not be able to fail a job.
-    """
-
-    def log(self, level: str, message: str, **attrs: Any) -> None: ...
-    def debug(self, message: str, **attrs: Any) -> None: ...
-    def info(self, message: str, **attrs: Any) -> None: ...
-    def warning(self, message: str, **attrs: Any) -> None: ...
-    def error(self, message: str, **attrs: Any) -> None: ...
-    def bind(self, **attrs: Any) -> JobLog: ...
-
-
-class SecretRegistry(Protocol):
-    """Values registered here are replaced by ``***`` in every log record of the job, in plain,
-    base64 and URL-encoded forms."""
-
-    def register(self, *values: str | None) -> None: ...
-    def mask(self, text: str) -> str: ...
-
-
-@dataclass(frozen=True)
-class ProcessResult:
-    argv: tuple[str, ...]
-    returncode: int
-    stdout: bytes | None = None
-    stderr_tail: tuple[str, ...] = ()
-
-
-class LineHandler(Protocol):
-    """Turns one line of child output into a log call; ``stream`` is "stdout" or "stderr"."""
-
-    def __call__(self, log: JobLog, stream: str, line: str) -> None: ...
-
-
-class ProcessRunner(Protocol):
-    """Runs child processes for a job.
-
-    Each child gets its own process group and **only** the environment passed in ``env`` (on
-    top of a minimal base: PATH, HOME, LANG, TMPDIR); never the runner's own environment. Its
-    stdout/stderr become log records line by line unless ``capture_stdout`` is set (then stdout
-    is returned and not logged). When the job is cancelled the group gets SIGINT, a grace
-    period, then SIGKILL, and ``run`` re-raises the cancellation once the group is gone.
-    """
-
-    async def run(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        cwd: Path | None = None,
-        stdin: bytes | None = None,
-        capture_stdout: bool = False,
-        check: bool = True,
-        line_handler: LineHandler | None = None,
-        grace_period: float | None = None,
-    ) -> ProcessResult: ...
-
-
-class RunnerControl(Protocol):
-    """What a handler may ask of the runner process as a whole (operations jobs)."""
-
-    def request_shutdown(self, *, graceful: bool, exit_code: int = 0, reason: str = "") -> None: ...
-    def loop_ages_ns(self) -> dict[str, int]: ...
-
-
-# --------------------------------------------------------------------------- the context
-
-
-@dataclass
-class JobContext:
-    job: RunnerJob
-    execution: RunnerJobExecution
-    plan: BasePlan
-    plan_text: str
-    workspace: Path
-    log: JobLog
-    secrets: SecretRegistry
-    processes: ProcessRunner
-    api: RunnerClient
-    config: Config
-    settings: RunnerGroupSettings
-    control: RunnerControl
-    #: Absolute deadline of the job on ``anyio.current_time()``'s clock.
-    deadline: float
-    outputs: dict[str, Any] | None = None
-    result: ResultRequest | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def job_type(self) -> str:
-        return self.job.type
-
-    @property
-    def operation(self) -> str:
-        return self.job.operation or ""
-
-    def plan_as(self, model: type[P]) -> P:
-        if not isinstance(self.plan, model):
-            have = type(self.plan).__name__
-            raise PlanError(f"job type {self.job.type} carries a {have}, not a {model.__name__}")
-        return self.plan
-
-    def set_outputs(self, outputs: Mapping[str, Any]) -> None:
-        self.outputs = dict(outputs)
-
-    def set_result(self, result: ResultRequest) -> None:
-        self.result = result
-
-
-# --------------------------------------------------------------------------- the handler
-
-
-class Handler:
-    """Base class of every handler; override what the job type needs.
-
-    ``prepare`` validates the plan and fetches inputs (clone, pull); ``execute`` does the work and
-    sets outputs and the result on the context; ``cleanup`` always runs (also after a failure or a
-    cancellation) and must be idempotent; ``cancel`` asks running work to stop gracefully.
-    """
-
-    #: The plan model; None means "the contract's model for this job type".
-    plan_model: ClassVar[type[BasePlan] | None] = None
-    #: Whether the executor fetches the plan at all (noop, health-check… have none).
-    needs_plan: ClassVar[bool] = True
-    #: Operations this handler supports; empty means "any".
-    operations: ClassVar[frozenset[str]] = frozenset()
-
-    async def prepare(self, ctx: JobContext) -> None:
-        return None
-
-    async def execute(self, ctx: JobContext) -> None:
-        return None
-
-    async def cleanup(self, ctx: JobContext) -> None:
-        return None
-
-    async def cancel(self, ctx: JobContext) -> None:
-        return None
-
-    @classmethod
-    def plan_model_for(cls, job_type: str) -> type[BasePlan]:
-        return cls.plan_model or plan_model_for(job_type)
-
-
-# --------------------------------------------------------------------------- registry
-
-
-class HandlerRegistry:
-    """Job type -> handler class, loaded from entry points (and overridable in tests)."""
-
-    def __init__(self, handlers: Mapping[str, type[Handler]] | None = None) -> None:
-        self._handlers: dict[str, type[Handler]] = dict(handlers or {})
-        self.load_errors: dict[str, str] = {}
-
-    @classmethod
-    def from_entry_points(cls, group: str = ENTRY_POINT_GROUP) -> HandlerRegistry:
-        registry = cls()
-        for ep in importlib.metadata.entry_points(group=group):
-            try:
-                obj = ep.load()
-            except Exception as exc:  # a broken plug-in must not take the runner down
-                registry.load_errors[ep.name] = f"{type(exc).__name__}: {exc}"
-                continue
-            if isinstance(obj, type) and issubclass(obj, Handler):
-                registry._handlers[ep.name] = obj
-            else:
-                registry.load_errors[ep.name] = f"{ep.value} is not a Handler subclass"
-        return registry
-
-    def load_overrides(self, targets: Mapping[str, str]) -> None:
-        """Add or replace handlers from ``{"job-type": "module:Class"}`` (config ``handlers``)."""
-        import importlib
-
-        for job_type, target in targets.items():
-            module_name, _, attr = target.partition(":")
-            try:
-                obj = getattr(importlib.import_module(module_name), attr)
-            except Exception as exc:  # reported like a broken entry point
-                self.load_errors[job_type] = f"{target}: {type(exc).__name__}: {exc}"
-                continue
-            if isinstance(obj, type) and issubclass(obj, Handler):
-                self._handlers[job_type] = obj
-                self.load_errors.pop(job_type, None)
-            else:
-                self.load_errors[job_type] = f"{target} is not a Handler subclass"
-
-    def register(self, job_type: str, handler: type[Handler]) -> None:
-        self._handlers[job_type] = handler
-
-    def supports(self, job_type: str) -> bool:
-        return job_type in self._handlers
-
-    def get(self, job_type: str) -> type[Handler] | None:
-        return self._handlers.get(job_type)
-
-    def job_types(self) -> list[str]:
-        return sorted(self._handlers)
+from runner.sdk.handler import (
+    ENTRY_POINT_GROUP,
+    ChildProcessFailed,
+    Handler,
+    HandlerError,
+    HandlerRegistry,
+    JobContext,
+    JobLog,
+    LineHandler,
+    ProcessResult,
+    ProcessRunner,
+    RunnerControl,
+    SecretRegistry,
+)
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "ChildProcessFailed",
+    "Handler",
+    "HandlerError",
+    "HandlerRegistry",
+    "JobContext",
+    "JobLog",
+    "LineHandler",
+    "ProcessResult",
+    "ProcessRunner",
+    "RunnerControl",
+    "SecretRegistry",
+]

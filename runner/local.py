@@ -11,6 +11,7 @@ import base64
 import contextlib
 import gzip
 import json
+import os
 import shutil
 import signal
 import sys
@@ -25,9 +26,12 @@ import httpx
 import structlog
 
 from runner import logging_setup
-from runner.api.models import JOB_TYPE_GROUPS, TERMINAL_JOB_STATUSES, JobStatus
-from runner.config import Config, ConfigError, _parse_concurrency, default_state_dir
+from runner.api.jobtypes import group_for_type
+from runner.api.models import TERMINAL_JOB_STATUSES, JobStatus
+from runner.api.statedir import default_state_dir
+from runner.config import Config, ConfigError, _parse_concurrency, load_config
 from runner.daemon import Daemon
+from runner.sdk.handler import ENTRY_POINT_GROUP, HandlerRegistry
 
 log = structlog.get_logger("runner.local")
 
@@ -120,6 +124,7 @@ class ExecRequest:
     timeout: float | None
     owner_id: str | None
     log_format: str = "console"
+    config_file: Path | None = None
 
 
 def read_plan(plan_file: Path | None) -> dict[str, Any]:
@@ -161,20 +166,61 @@ def apply_plan_from_result(plan: dict[str, Any], result_file: Path) -> dict[str,
     return plan
 
 
-def _runner_config(state_dir: Path, cp: Any, **overrides: Any) -> Config:
+#: The control-plane connection of the local modes is theirs (the in-process control plane),
+#: whatever the environment says; everything else is read as ``runner run`` reads it.
+_CONNECTION_ENV = ("RUNNER_ID", "RUNNER_API_URL", "RUNNER_API_TOKEN", "RUNNER_STATE_DIR")
+#: The local modes' own defaults: below the environment and the config file, like any default.
+LOCAL_DEFAULTS: dict[str, Any] = {
+    "health_addr": "off",
+    "drain_grace": 30.0,
+    "settings_refresh_interval": 5.0,
+    "poll_interval": 0.2,
+}
+
+
+def local_config(config_file: Path | None, *, defaults: dict[str, Any] | None = None) -> Config:
+    """The runner's configuration from the environment and ``--config``, as ``runner run`` reads
+    it (same precedence, same errors), without the control-plane connection."""
+    env = {k: v for k, v in os.environ.items() if k not in _CONNECTION_ENV}
+    return load_config(
+        env=env,
+        config_file=config_file,
+        require_remote=False,
+        defaults={**LOCAL_DEFAULTS, **(defaults or {})},
+    )
+
+
+def _runner_config(base: Config, state_dir: Path, cp: Any, **overrides: Any) -> Config:
+    """``base`` connected to the in-process control plane ``cp``."""
     creds = cp.credentials
-    values: dict[str, Any] = {
-        "runner_id": creds.runner_id,
-        "api_url": cp.url,
-        "api_token": creds.runner_token,
-        "state_dir": state_dir,
-        "health_addr": None,
-        "drain_grace": 30.0,
-        "settings_refresh_interval": 5.0,
-        "poll_interval": 0.2,
-    }
-    values.update(overrides)
-    return Config(**values)
+    return base.with_overrides(
+        runner_id=creds.runner_id,
+        api_url=cp.url,
+        api_token=creds.runner_token,
+        state_dir=state_dir,
+        **overrides,
+    )
+
+
+def installed_registry(config: Config) -> HandlerRegistry:
+    registry = HandlerRegistry.from_entry_points()
+    if config.handlers:
+        registry.load_overrides(config.handlers)
+    return registry
+
+
+def require_handler(registry: HandlerRegistry, job_type: str) -> None:
+    """Fail at once (not after a pick-up timeout) for a job type no installed handler serves."""
+    if registry.supports(job_type):
+        return
+    installed = ", ".join(registry.job_types()) or "none"
+    broken = registry.load_errors.get(job_type)
+    raise ConfigError(
+        f"--type {job_type!r}: no installed handler serves this job type"
+        + (f" (its handler failed to load: {broken})" if broken else "")
+        + f"; installed: {installed}. Add one with RUNNER_HANDLERS={job_type}=module:Class, or register it "
+        f"under the {ENTRY_POINT_GROUP!r} entry points of a package (README.md, 'Writing a handler')"
+    )
 
 
 async def run_exec(request: ExecRequest) -> int:
@@ -184,9 +230,12 @@ async def run_exec(request: ExecRequest) -> int:
     plan = read_plan(request.plan_file)
     if request.apply_plan_file is not None:
         plan = apply_plan_from_result(plan, request.apply_plan_file)
-    group = JOB_TYPE_GROUPS.get(request.job_type)
+    group = group_for_type(request.job_type)
     if group is None:
         raise ConfigError(f"--type {request.job_type!r} is not a known job type")
+    base_config = local_config(request.config_file, defaults={"log_level": "WARN"})
+    registry = installed_registry(base_config)
+    require_handler(registry, request.job_type)
     base = request.state_dir or default_state_dir()
     base.mkdir(parents=True, exist_ok=True)
     runner_dir = base / "exec-runner"
@@ -200,8 +249,8 @@ async def run_exec(request: ExecRequest) -> int:
             body["execution_timeout"] = int(request.timeout * 1e9)
         if request.owner_id:
             body["owner_id"] = request.owner_id
-        config = _runner_config(runner_dir, cp, groups=(group,), log_level="WARN")
-        daemon = Daemon(config, log_tee=console_tee(), install_signal_handlers=False)
+        config = _runner_config(base_config, runner_dir, cp, groups=(group,))
+        daemon = Daemon(config, registry=registry, log_tee=console_tee(), install_signal_handlers=False)
         job: dict[str, Any] = {}
         async with anyio.create_task_group() as tg:
             tg.start_soon(daemon.run)
@@ -257,6 +306,7 @@ class LocalRequest:
     health_addr: str
     concurrency: str | None
     log_format: str = "console"
+    config_file: Path | None = None
 
 
 @dataclass
@@ -311,16 +361,15 @@ async def run_local(request: LocalRequest) -> int:
     base = request.state_dir or default_state_dir()
     base.mkdir(parents=True, exist_ok=True)
     logging_setup.configure_logging(request.log_format, "WARN" if request.demo else "INFO")
-    concurrency = _parse_concurrency(request.concurrency) if request.concurrency else {}
+    defaults: dict[str, Any] = {"default_concurrency": 2, "health_addr": request.health_addr or "off"}
+    if request.demo:
+        defaults["log_level"] = "WARN"
+    base_config = local_config(request.config_file, defaults=defaults)
+    overrides: dict[str, Any] = {}
+    if request.concurrency:  # the flag wins over the environment, as in ``runner run``
+        overrides["concurrency"] = _parse_concurrency(request.concurrency)
     async with serve(base / "controlplane", host=request.host, port=request.port, quiet=request.demo) as cp:
-        config = _runner_config(
-            base / "runner",
-            cp,
-            health_addr=request.health_addr or None,
-            concurrency=concurrency,
-            default_concurrency=2,
-            log_level="WARN" if request.demo else None,
-        )
+        config = _runner_config(base_config, base / "runner", cp, **overrides)
         tee = None if request.demo else console_tee()
         daemon = Daemon(config, log_tee=tee, install_signal_handlers=not request.demo)
         code = 0

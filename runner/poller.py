@@ -19,6 +19,7 @@ import structlog
 
 from runner.api.client import APIError, RunnerClient, TransportError, Unauthorized
 from runner.api.models import JobStatus, RunnerJob, RunnerJobExecution
+from runner.backoff import backoff_delay
 from runner.metrics import RunnerMetrics
 
 log = structlog.get_logger("runner.poller")
@@ -29,11 +30,6 @@ def pick_claimable(jobs: Sequence[RunnerJob], supports: Callable[[str], bool]) -
     far_future = datetime.max.replace(tzinfo=UTC)
     candidates = [j for j in jobs if j.status == JobStatus.AVAILABLE and j.id and supports(j.type)]
     return sorted(candidates, key=lambda j: (j.created_at or far_future, j.id))
-
-
-def backoff_delay(failures: int, *, base: float = 0.5, cap: float = 30.0) -> float:
-    """Exponential backoff with full jitter after ``failures`` consecutive failed polls."""
-    return random.uniform(0, min(cap, base * (2 ** min(failures, 16))))
 
 
 @dataclass
@@ -153,11 +149,11 @@ class GroupPoller:
                     group=self.group,
                     error=str(exc),
                 )
-                return _Failed(max(30.0, backoff_delay(failures)))
+                return _Failed(max(30.0, backoff_delay(failures, base=0.5, cap=30.0)))
             except (APIError, TransportError) as exc:
                 self.metrics.polls.inc(1, self.group, "error")
                 log.warning("poll failed", group=self.group, error=str(exc), failures=failures + 1)
-                return _Failed(backoff_delay(failures))
+                return _Failed(backoff_delay(failures, base=0.5, cap=30.0))
             finally:
                 self.last_poll = time.monotonic()
             self.metrics.polls.inc(1, self.group, "ok" if jobs else "empty")

@@ -31,7 +31,7 @@ from handlers.oci.client import retrying
 from handlers.oci.descriptors import Descriptor, Manifest, sha256_digest
 from handlers.oci.errors import RegistryError, first_error
 from handlers.oci.registry import RegistryTarget
-from runner.handler import JobLog
+from runner.sdk import JobLog
 
 DEFAULT_ARTIFACT_TYPE = "application/vnd.nuon.artifact"
 DEFAULT_LAYER_MEDIA_TYPE = media.OCI_LAYER_TAR

@@ -28,7 +28,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
-import random
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
@@ -51,6 +50,7 @@ from handlers.oci.errors import (
     UnsupportedMediaType,
 )
 from handlers.oci.reference import api_host, is_digest
+from runner.sdk import backoff_delay
 
 T = TypeVar("T")
 
@@ -100,11 +100,6 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def backoff_delay(attempt: int, base: float = 0.2, cap: float = 5.0) -> float:
-    """Exponential backoff with full jitter."""
-    return random.uniform(0, min(cap, base * (2**attempt)))
-
-
 async def retrying(fn: Callable[[], Awaitable[T]], *, attempts: int = 4, base_delay: float = 0.2) -> T:
     """Run ``fn`` again after a ``TransientError`` (up to ``attempts`` times in all)."""
     for attempt in range(attempts):
@@ -113,7 +108,7 @@ async def retrying(fn: Callable[[], Awaitable[T]], *, attempts: int = 4, base_de
         except TransientError:
             if attempt + 1 >= attempts:
                 raise
-            await anyio.sleep(backoff_delay(attempt, base_delay))
+            await anyio.sleep(backoff_delay(attempt, base=base_delay, cap=5.0))
     raise AssertionError("unreachable")
 
 

@@ -10,8 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from runner.api.models import ErrorCode
-from runner.handler import HandlerError
+from runner.sdk import ErrorCode, HandlerError
 
 
 class RegistryError(HandlerError):

@@ -14,8 +14,8 @@ from handlers.oci.errors import ConfigurationError
 from handlers.oci.reference import ReferenceError
 from handlers.oci.registry import RegistryTarget, open_registry
 from handlers.oci.transfer import copy_between
-from runner.api.plans import BasePlan, BuildPlan, OCIRegistryRepository
-from runner.handler import Handler, JobContext
+from runner.sdk import Handler, JobContext
+from runner.sdk.plans import BasePlan, BuildPlan, OCIRegistryRepository
 
 
 def source_config(plan: BuildPlan) -> tuple[OCIRegistryRepository, str | None]:
@@ -50,10 +50,10 @@ class ContainerImageBuildHandler(Handler):
         self._dst_tag = ctx.job.owner_id or plan.dst_tag
         if not self._dst_tag:
             raise ConfigurationError("container-image-build: the job has no owner_id and the plan no dst_tag")
-        self._src = await open_registry(repo, config=ctx.config, secrets=ctx.secrets, log=ctx.log)
+        self._src = await open_registry(repo, config=ctx.tools, secrets=ctx.secrets, log=ctx.log)
         self._src_ref = tag or self._src.tag or "latest"
         self._dst = await open_registry(
-            plan.dst_registry, config=ctx.config, secrets=ctx.secrets, log=ctx.log
+            plan.dst_registry, config=ctx.tools, secrets=ctx.secrets, log=ctx.log
         )
         try:
             self._src.ref(self._src_ref)

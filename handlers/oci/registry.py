@@ -3,7 +3,7 @@
 This is the entry point the other handlers use (terraform and helm pull and push artifacts
 through it)::
 
-    target = await open_registry(plan.src_registry, config=ctx.config, secrets=ctx.secrets, log=ctx.log)
+    target = await open_registry(plan.src_registry, config=ctx.tools, secrets=ctx.secrets, log=ctx.log)
     try:
         files = await pull_directory(target, plan.src_tag, workdir)
     finally:
@@ -25,14 +25,15 @@ Every credential is registered with ``secrets`` (the job's masking) before it is
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from handlers.oci.auth import Credentials
 from handlers.oci.client import RegistryClient
 from handlers.oci.ecr import ecr_credentials
 from handlers.oci.errors import ConfigurationError
 from handlers.oci.reference import DOCKER_HUB, Reference, ReferenceError, looks_like_host, strip_scheme
-from runner.api.plans import OCIRegistryRepository
-from runner.config import Config
-from runner.handler import JobLog, SecretRegistry
+from runner.sdk import JobLog, SecretRegistry
+from runner.sdk.plans import OCIRegistryRepository
 
 REGISTRY_TYPES = ("ecr", "acr", "private_oci", "public_oci")
 
@@ -108,10 +109,19 @@ def _explicit_tag(repo: OCIRegistryRepository, parsed: Reference) -> str | None:
     return parsed.tag if ":" in tail else None
 
 
+class RegistrySettings(Protocol):
+    """What a registry client needs of the tool settings (``ctx.tools``)."""
+
+    @property
+    def insecure_registries(self) -> tuple[str, ...]: ...
+    @property
+    def request_timeout(self) -> float: ...
+
+
 async def open_registry(
     repo: OCIRegistryRepository | None,
     *,
-    config: Config,
+    config: RegistrySettings,
     secrets: SecretRegistry | None = None,
     log: JobLog | None = None,
     chunk_size: int | None = None,

@@ -20,8 +20,8 @@ from handlers.oci.errors import ConfigurationError
 from handlers.oci.reference import ReferenceError
 from handlers.oci.registry import RegistryTarget, open_registry
 from handlers.oci.transfer import copy_between
-from runner.api.plans import BasePlan, SyncOCIPlan
-from runner.handler import Handler, JobContext
+from runner.sdk import Handler, JobContext
+from runner.sdk.plans import BasePlan, SyncOCIPlan
 
 
 async def image_outputs(
@@ -61,9 +61,9 @@ class OciSyncHandler(Handler):
             raise ConfigurationError(f"oci-sync plan has no src_tag for {plan.src_registry.repository}")
         if not plan.dst_tag:
             raise ConfigurationError(f"oci-sync plan has no dst_tag for {plan.dst_registry.repository}")
-        src = await open_registry(plan.src_registry, config=ctx.config, secrets=ctx.secrets, log=ctx.log)
+        src = await open_registry(plan.src_registry, config=ctx.tools, secrets=ctx.secrets, log=ctx.log)
         self._targets.append(src)
-        dst = await open_registry(plan.dst_registry, config=ctx.config, secrets=ctx.secrets, log=ctx.log)
+        dst = await open_registry(plan.dst_registry, config=ctx.tools, secrets=ctx.secrets, log=ctx.log)
         self._targets.append(dst)
         # Validate both tags now, so bad input fails in prepare with a clear message.
         try:

@@ -13,7 +13,7 @@ from typing import Any
 from handlers.oci.copy import DEFAULT_CONCURRENCY, BlobProgress, CopyResult, ProgressCallback, copy_image
 from handlers.oci.errors import RegistryError
 from handlers.oci.registry import RegistryTarget
-from runner.handler import JobLog
+from runner.sdk import JobLog
 
 
 def human_size(size: int) -> str:

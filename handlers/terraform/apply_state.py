@@ -19,7 +19,7 @@ import anyio
 from handlers.terraform.cli import TerraformCLI
 from handlers.terraform.schemas import SchemaCache, locked_versions
 from handlers.terraform.state_json import CannotRender, load_state, providers_in_state, render_state_json
-from runner.handler import HandlerError, JobContext
+from runner.sdk import HandlerError, JobContext, TerraformSettings
 
 #: States up to this size are rendered on the event loop (a few ms at most); larger in a thread.
 RENDER_INLINE_BYTES = 64 * 1024
@@ -46,10 +46,12 @@ def try_render(raw: bytes, cache: SchemaCache, module_dir: Path) -> RenderAttemp
         return RenderAttempt(render_state_json(state, schemas))
     except CannotRender as exc:
         return RenderAttempt(None, str(exc), version, providers)
+    except Exception as exc:  # noqa: BLE001 - any renderer failure falls back to terraform show -json
+        return RenderAttempt(None, f"the renderer failed: {type(exc).__name__}: {exc}", version, providers)
 
 
 def schema_cache(ctx: JobContext) -> SchemaCache:
-    return SchemaCache.in_tools_dir(ctx.config.resolved_tools_dir.absolute())
+    return SchemaCache.in_tools_dir(ctx.tools.tools_dir.absolute())
 
 
 async def state_document(
@@ -64,7 +66,7 @@ async def state_document(
     ``ensure_init`` runs ``terraform init`` if the job skipped it: ``show`` and ``providers
     schema`` read the working directory's backend and providers.
     """
-    if not ctx.config.terraform_shortcuts:
+    if not ctx.handler_settings(TerraformSettings).shortcuts:
         attempt = RenderAttempt(None, "RUNNER_TERRAFORM_SHORTCUTS is off")
     elif len(raw_state) > RENDER_INLINE_BYTES:  # off the event loop: a large state takes a while
         attempt = await anyio.to_thread.run_sync(try_render, raw_state, schema_cache(ctx), module_dir)
@@ -91,7 +93,7 @@ async def cache_schemas(
     ctx: JobContext, cli: TerraformCLI, module_dir: Path, version: str, providers: frozenset[str]
 ) -> None:
     """Cache the schemas of ``providers`` (at their locked versions) that are not cached yet."""
-    if not version or not providers or not ctx.config.terraform_shortcuts:
+    if not version or not providers or not ctx.handler_settings(TerraformSettings).shortcuts:
         return
     cache = schema_cache(ctx)
     versions = locked_versions(module_dir, version)

@@ -7,8 +7,8 @@ Here each job owns a proxy bound to ``127.0.0.1:0``. Terraform is pointed at it 
 ``TF_HTTP_*`` environment variables of the terraform child only (never ``-backend-config``: a
 saved plan embeds explicit backend settings, so an apply job would talk to the plan job's dead
 port; settings from the environment are left out of the plan and re-read at apply time). The
-proxy forwards the calls through the job's ``RunnerClient``, which adds ``Authorization:
-Bearer``.
+proxy forwards the calls through the job's ``TerraformBackendAPI`` port (``ctx.api``), whose
+agent side adds ``Authorization: Bearer``.
 
 What the proxy lets through is narrow: only paths under a random per-job prefix, only the
 state, lock and unlock endpoints, only for this job's workspace, and ``job_id`` is always this
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import secrets as pysecrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -34,14 +34,13 @@ import anyio
 import h11
 from anyio.abc import SocketAttribute, SocketStream
 
-from runner.api.client import APIError, RetryPolicy, RunnerClient, TransportError
-from runner.handler import JobLog
+from runner.sdk import APIReply, APIRequestFailed, APIUnreachable, JobLog, TerraformBackendAPI, backoff_delay
 
 #: Terraform states can be large; anything beyond this is refused rather than buffered.
 MAX_BODY_BYTES = 512 * 1024 * 1024
 _FORWARD_REQUEST_HEADERS = (b"content-type", b"content-md5")
-_LOCK_RETRY = RetryPolicy(attempts=1)
-_STATE_RETRY = RetryPolicy(attempts=3, base_delay=0.2, max_delay=2.0)
+#: Releasing this job's own lock after a cancel: tries when the control plane did not answer.
+_RELEASE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ def _lock_id(body: bytes) -> str:
 class BackendProxy:
     """One job's terraform backend proxy; see the module docstring."""
 
-    def __init__(self, api: RunnerClient, *, workspace_id: str, job_id: str, log: JobLog) -> None:
+    def __init__(self, api: TerraformBackendAPI, *, workspace_id: str, job_id: str, log: JobLog) -> None:
         if not workspace_id:
             raise ValueError("a backend proxy needs a workspace id")
         self._api = api
@@ -173,28 +172,37 @@ class BackendProxy:
         """Unlock the workspace if, and only if, this job's terraform still holds its lock.
 
         Returns the released lock ID ("" if nothing was held). Runs shielded: it is called from
-        cleanup after a cancellation.
+        cleanup after a cancellation. The job registers it on its exit stack too, so it runs
+        whatever happened to the job.
         """
         lock_id = self._held_lock_id
         if not lock_id:
             return ""
-        path = f"/v1/terraform-workspaces/{self.workspace_id}/unlock"
+        body = self._held_lock_body or json.dumps({"ID": lock_id}).encode()
         with anyio.CancelScope(shield=True), anyio.move_on_after(timeout):
-            try:
-                await self._api.request(
-                    "POST",
-                    path,
-                    params={"job_id": self.job_id},
-                    content=self._held_lock_body or json.dumps({"ID": lock_id}).encode(),
-                    headers={"Content-Type": "application/json"},
-                )
-            except (APIError, TransportError) as exc:
-                self._log.error("could not release this job's state lock", lock_id=lock_id, error=str(exc))
-                return ""
-            self._log.warning("released the state lock this job's terraform left behind", lock_id=lock_id)
-            self._held_lock_id = ""
-            self._held_lock_body = b""
-            return lock_id
+            for attempt in range(_RELEASE_ATTEMPTS):
+                try:
+                    await self._api.unlock_terraform_workspace(self.workspace_id, self.job_id, body)
+                except APIRequestFailed as exc:
+                    if exc.status < 500 or attempt + 1 == _RELEASE_ATTEMPTS:
+                        self._log.error(
+                            "could not release this job's state lock", lock_id=lock_id, error=str(exc)
+                        )
+                        return ""
+                except APIUnreachable as exc:
+                    if attempt + 1 == _RELEASE_ATTEMPTS:
+                        self._log.error(
+                            "could not release this job's state lock", lock_id=lock_id, error=str(exc)
+                        )
+                        return ""
+                else:
+                    self._log.warning(
+                        "released the state lock this job's terraform left behind", lock_id=lock_id
+                    )
+                    self._held_lock_id = ""
+                    self._held_lock_body = b""
+                    return lock_id
+                await anyio.sleep(backoff_delay(attempt, base=0.2, cap=2.0))
         self._log.error("timed out releasing this job's state lock", lock_id=lock_id)
         return ""
 
@@ -203,13 +211,8 @@ class BackendProxy:
         control plane's copy (an apply that changed nothing may store none)."""
         if self.last_state is not None:
             return self.last_state
-        response = await self._api.request(
-            "GET",
-            "/v1/terraform-backend",
-            params={"workspace_id": self.workspace_id, "job_id": self.job_id},
-            retry=_STATE_RETRY,
-        )
-        return response.content
+        reply = await self._api.terraform_state(self.workspace_id, self.job_id)
+        return reply.body
 
     # ------------------------------------------------------------------ HTTP/1.1
     async def _handle_connection(self, stream: SocketStream) -> None:
@@ -280,29 +283,34 @@ class BackendProxy:
         path = target.path[len(self.prefix) :]
         query = parse_qs(target.query)
         workspace = f"/v1/terraform-workspaces/{self.workspace_id}"
-        params: dict[str, str] = {"job_id": self.job_id}
-        if path == "/v1/terraform-backend":
-            if method not in ("GET", "POST"):
-                return _Reply(405, b"method not allowed")
-            if query.get("workspace_id", [""])[0] != self.workspace_id:
-                return _Reply(403, b"not this job's workspace")
-            params = {"workspace_id": self.workspace_id, "job_id": self.job_id}
-            if query.get("ID"):
-                params["ID"] = query["ID"][0]
-            retry = _STATE_RETRY
-        elif path in (f"{workspace}/lock", f"{workspace}/unlock"):
-            if method != "POST":
-                return _Reply(405, b"method not allowed")
-            retry = _LOCK_RETRY
-        else:
-            return _Reply(403, b"not a terraform backend path of this job's workspace")
-
         headers = {
             name.decode(): value.decode("latin-1")
             for name, value in request.headers
             if name.lower() in _FORWARD_REQUEST_HEADERS
         }
-        reply = await self._forward(method, path, params, body, headers, retry)
+        ws, job = self.workspace_id, self.job_id
+        call: Awaitable[APIReply]
+        if path == "/v1/terraform-backend":
+            if method not in ("GET", "POST"):
+                return _Reply(405, b"method not allowed")
+            if query.get("workspace_id", [""])[0] != self.workspace_id:
+                return _Reply(403, b"not this job's workspace")
+            if method == "GET":
+                call = self._api.terraform_state(ws, job, headers=headers)
+            else:
+                lock_id = query["ID"][0] if query.get("ID") else ""
+                call = self._api.put_terraform_state(ws, job, body, lock_id=lock_id, headers=headers)
+        elif path in (f"{workspace}/lock", f"{workspace}/unlock"):
+            if method != "POST":
+                return _Reply(405, b"method not allowed")
+            if path.endswith("/lock"):
+                call = self._api.lock_terraform_workspace(ws, job, body, headers=headers)
+            else:
+                call = self._api.unlock_terraform_workspace(ws, job, body, headers=headers)
+        else:
+            return _Reply(403, b"not a terraform backend path of this job's workspace")
+
+        reply = await self._forward(path, call)
         self.calls.append((method, path, reply.status))
         self._log.debug("terraform backend call", method=method, path=path, status=reply.status)
         if 200 <= reply.status < 300:
@@ -320,33 +328,18 @@ class BackendProxy:
             )
         return reply
 
-    async def _forward(
-        self,
-        method: str,
-        path: str,
-        params: dict[str, str],
-        body: bytes,
-        headers: dict[str, str],
-        retry: RetryPolicy,
-    ) -> _Reply:
+    async def _forward(self, path: str, call: Awaitable[APIReply]) -> _Reply:
+        """The control plane's answer, as terraform should see it (errors included)."""
         try:
-            response = await self._api.request(
-                method,
-                path,
-                params=params,
-                content=body if method != "GET" else None,
-                headers=headers,
-                retry=retry,
-            )
-        except APIError as exc:
-            return _Reply(exc.status, exc.body.encode(), "application/json")
-        except TransportError as exc:
+            answer = await call
+        except APIRequestFailed as exc:
+            return _Reply(exc.status, exc.body, "application/json")
+        except APIUnreachable as exc:
             self._log.warning(
                 "runner API unreachable for a terraform backend call", path=path, error=str(exc)
             )
             return _Reply(502, b"runner API unreachable")
-        content_type = response.headers.get("content-type", "application/octet-stream")
-        return _Reply(response.status_code, response.content, content_type)
+        return _Reply(answer.status, answer.body, answer.content_type)
 
     def _track_lock(self, path: str, body: bytes) -> None:
         if path.endswith("/lock"):

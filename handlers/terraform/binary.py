@@ -33,8 +33,15 @@ import anyio
 import httpx
 
 from handlers.terraform.filelock import file_lock
-from runner.api.client import APIError, TransportError
-from runner.handler import HandlerError, JobContext, JobLog, ProcessRunner
+from runner.sdk import (
+    APIRequestFailed,
+    APIUnreachable,
+    HandlerError,
+    JobContext,
+    JobLog,
+    ProcessRunner,
+    TerraformSettings,
+)
 
 _VERSION_RE = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.\-]+)?$")
 
@@ -118,8 +125,8 @@ async def requested_version(
     """The job's terraform version: app config, else the plan's field, else config, else PATH."""
     if app_id and app_config_id:
         try:
-            app_config = await ctx.api.get_app_config(app_id, app_config_id)
-        except (APIError, TransportError) as exc:
+            app_config = await ctx.api.app_config(app_id, app_config_id)
+        except (APIRequestFailed, APIUnreachable) as exc:
             ctx.log.warning("app config not readable; falling back to the default terraform", error=str(exc))
         else:
             found = _version_from_app_config(app_config, sandbox=sandbox, component_id=component_id)
@@ -128,10 +135,9 @@ async def requested_version(
                 return VersionRequest(normalize_version(found), f"app config {key}")
     if plan_version.strip():
         return VersionRequest(normalize_version(plan_version), "plan terraform_version")
-    if ctx.config.terraform_version:
-        return VersionRequest(
-            normalize_version(ctx.config.terraform_version), "runner config terraform_version"
-        )
+    configured = ctx.handler_settings(TerraformSettings).version
+    if configured:
+        return VersionRequest(normalize_version(configured), "runner config terraform_version")
     return VersionRequest(None, "terraform on PATH (no version requested)")
 
 

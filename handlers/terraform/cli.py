@@ -17,8 +17,7 @@ from typing import Any
 from handlers.terraform.cli_config import plugin_cache_lock
 from handlers.terraform.filelock import file_lock
 from handlers.terraform.output import TerraformOutput
-from runner.api.models import ErrorCode
-from runner.handler import HandlerError, JobLog, ProcessResult, ProcessRunner
+from runner.sdk import ErrorCode, HandlerError, JobLog, ProcessResult, ProcessRunner
 
 
 class TerraformFailed(HandlerError):

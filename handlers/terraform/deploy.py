@@ -10,8 +10,8 @@ from handlers.oci.artifacts import pull_directory
 from handlers.oci.registry import open_registry
 from handlers.terraform.operations import TerraformRunHandler
 from handlers.terraform.workspace import InvalidInput, TerraformInputs
-from runner.api.plans import BasePlan, DeployPlan
-from runner.handler import JobContext
+from runner.sdk import JobContext
+from runner.sdk.plans import BasePlan, DeployPlan
 
 
 class TerraformDeployHandler(TerraformRunHandler):
@@ -30,7 +30,7 @@ class TerraformDeployHandler(TerraformRunHandler):
         if not plan.src_tag:
             raise InvalidInput("the deploy plan has no src_tag: which module artifact to deploy?")
         dest = ctx.workspace / "module"
-        target = await open_registry(plan.src_registry, config=ctx.config, secrets=ctx.secrets, log=ctx.log)
+        target = await open_registry(plan.src_registry, config=ctx.tools, secrets=ctx.secrets, log=ctx.log)
         try:
             files = await pull_directory(target, plan.src_tag, dest, log=ctx.log)
         finally:

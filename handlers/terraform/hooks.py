@@ -16,8 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.api.models import ErrorCode
-from runner.handler import HandlerError, JobLog, ProcessRunner
+from runner.sdk import ErrorCode, HandlerError, JobLog, ProcessRunner
 
 
 class HookFailed(HandlerError):

@@ -14,8 +14,8 @@ from handlers.oci.artifacts import push_directory
 from handlers.oci.registry import open_registry
 from handlers.sources import fetch_source
 from handlers.terraform.workspace import InvalidInput, declared_backends
-from runner.api.plans import BasePlan, BuildPlan
-from runner.handler import Handler, JobContext
+from runner.sdk import Handler, JobContext
+from runner.sdk.plans import BasePlan, BuildPlan
 
 LAYER_MEDIA_TYPE = "file/terraform"
 EXCLUDED_DIRS = frozenset({".git", ".terraform"})
@@ -58,7 +58,7 @@ class TerraformModuleBuildHandler(Handler):
                 "the module declares a backend; deploys replace it with the runner's",
                 files=", ".join(declared),
             )
-        target = await open_registry(plan.dst_registry, config=ctx.config, secrets=ctx.secrets, log=ctx.log)
+        target = await open_registry(plan.dst_registry, config=ctx.tools, secrets=ctx.secrets, log=ctx.log)
         try:
             pushed = await push_directory(
                 target, tag, module, layer_media_type=LAYER_MEDIA_TYPE, exclude=exclude_path, log=ctx.log

@@ -15,13 +15,18 @@ resolves the binary: bad input fails here, with nothing planned or applied.
   masking). ``apply_state`` renders that JSON in the runner from the state terraform just
   stored, or runs ``terraform show -json``; plan jobs cache the provider schemas it needs.
 
-``cleanup`` releases the workspace lock if this job's terraform still holds it (killed after
-the grace period, or crashed), by its own lock ID only.
+The backend proxy registers the release of the workspace lock on the job's exit stack
+(``ctx.resources``): if this job's terraform still holds it (killed after the grace period, or
+crashed), the lock is released by its own lock ID only, after ``cleanup``, whatever happened.
+
+In sandbox mode ``sandbox`` stands in for ``execute``: it stores the plan's fake state and its
+JSON form in the job's workspace, as a real apply would.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -54,10 +59,19 @@ from handlers.terraform.workspace import (
     write_private,
     write_var_files,
 )
-from runner.api.client import APIError, TransportError
-from runner.api.models import ErrorCode, ResultRequest
-from runner.api.plans import encode_plan_result
-from runner.handler import Handler, HandlerError, JobContext, SecretRegistry
+from runner.sdk import (
+    APIRequestFailed,
+    APIUnreachable,
+    ErrorCode,
+    Handler,
+    HandlerError,
+    JobContext,
+    ResultRequest,
+    SecretRegistry,
+    TerraformSettings,
+    sandbox_bytes,
+)
+from runner.sdk.plans import SandboxMode, encode_plan_result
 
 CREATE_APPLY_PLAN = "create-apply-plan"
 CREATE_TEARDOWN_PLAN = "create-teardown-plan"
@@ -94,25 +108,36 @@ def output_values(outputs: dict[str, Any], secrets: SecretRegistry) -> dict[str,
     return values
 
 
+@dataclass
+class PreparedRun:
+    """What ``prepare`` established and ``execute`` runs with: all of it, or no run at all."""
+
+    inputs: TerraformInputs
+    #: The job's private files (var files, CLI config, plan file, kubeconfig); absolute.
+    runner_dir: Path
+    module_dir: Path
+    binary: TerraformBinary
+    var_files: list[Path]
+    env: dict[str, str]
+    hook_env: dict[str, str] = field(default_factory=dict)
+    #: The saved plan of an apply job (None for plan jobs).
+    plan_file: PlanFile | None = None
+
+
 class TerraformRunHandler(Handler):
     """Base of the deploy and sandbox handlers; subclasses say where the module comes from."""
 
     operations: ClassVar[frozenset[str]] = OPERATIONS
+    settings_model = TerraformSettings
     #: Which app config key names the version: ``sandbox.terraform_version`` or
     #: ``terraform_module.version``.
     sandbox_version_key: ClassVar[bool] = False
 
     def __init__(self) -> None:
-        self.inputs: TerraformInputs | None = None
-        self.module_dir: Path | None = None
-        self.runner_dir: Path | None = None
-        self.plan_file: PlanFile | None = None
-        self.var_files: list[Path] = []
-        self.binary: TerraformBinary | None = None
-        self.env: dict[str, str] = {}
-        self.hook_env: dict[str, str] = {}
+        self._prepared: PreparedRun | None = None
+        #: The job's backend proxy, once ``execute`` started it (the lock-conflict message and
+        #: the init-and-retry decision read what it saw).
         self.proxy: BackendProxy | None = None
-        self.cli: TerraformCLI | None = None
         self.cancelled = False
         self.initialized = False
         self.init_skipped = False
@@ -129,6 +154,12 @@ class TerraformRunHandler(Handler):
         """(app_id, app_config_id, component_id) used to read the app config."""
         raise NotImplementedError
 
+    @property
+    def prepared(self) -> PreparedRun:
+        if self._prepared is None:
+            raise HandlerError("terraform: execute ran before a successful prepare")
+        return self._prepared
+
     # ------------------------------------------------------------------ prepare
     async def prepare(self, ctx: JobContext) -> None:
         operation = ctx.operation
@@ -141,30 +172,31 @@ class TerraformRunHandler(Handler):
         inputs = self.read_inputs(ctx)
         if not inputs.workspace_id:
             raise InvalidInput("the plan has no terraform_backend.WorkspaceID: nowhere to keep the state")
+        plan_file: PlanFile | None = None
         if operation == APPLY_PLAN:
-            self.plan_file = decode_plan_file(inputs.apply_plan_contents)
-            ctx.log.info("apply plan decoded", bytes=len(self.plan_file.raw), mode=self.plan_file.mode)
-        self.inputs = inputs
+            plan_file = decode_plan_file(inputs.apply_plan_contents)
+            ctx.log.info("apply plan decoded", bytes=len(plan_file.raw), mode=plan_file.mode)
         register_env_secrets(inputs.env_vars, ctx.secrets)
 
         # Absolute: terraform runs in the module directory, and it gets file paths.
-        self.runner_dir = private_dir(ctx.workspace.absolute() / ".runner")
+        runner_dir = private_dir(ctx.workspace.absolute() / ".runner")
         variables = dict(inputs.vars)
         if inputs.policies:
             # Relative to the module directory (terraform's working directory): the path is baked
             # into the saved plan, so it must be the same in the plan job and the apply job.
             variables[POLICY_DIR_VAR] = POLICY_DIR_NAME
-        self.var_files = write_var_files(self.runner_dir, variables, inputs.vars_files)
+        var_files = write_var_files(runner_dir, variables, inputs.vars_files)
 
-        self.module_dir = (await self.fetch_module(ctx)).absolute()
-        prepare_module(self.module_dir, ctx.log)
-        masked = register_variable_secrets(inputs.vars, inputs.vars_files, self.module_dir, ctx.secrets)
+        module_dir = (await self.fetch_module(ctx)).absolute()
+        prepare_module(module_dir, ctx.log)
+        masked = register_variable_secrets(inputs.vars, inputs.vars_files, module_dir, ctx.secrets)
         if masked:
             ctx.log.info("secret variables are masked in the logs", variables=masked)
         if inputs.policies:
-            policy_dir = write_policies(self.module_dir / POLICY_DIR_NAME, inputs.policies)
+            policy_dir = write_policies(module_dir / POLICY_DIR_NAME, inputs.policies)
             ctx.log.info("policies written", count=len(inputs.policies), directory=str(policy_dir))
 
+        settings = ctx.handler_settings(TerraformSettings)
         app_id, app_config_id, component_id = self.version_hints(ctx)
         request = await requested_version(
             ctx,
@@ -174,25 +206,35 @@ class TerraformRunHandler(Handler):
             sandbox=self.sandbox_version_key,
             component_id=component_id,
         )
-        tools_dir = ctx.config.resolved_tools_dir.absolute()
-        self.binary = await resolve_binary(
+        tools_dir = ctx.tools.tools_dir.absolute()
+        binary = await resolve_binary(
             request,
             tools_dir=tools_dir,
-            mirror_url=ctx.config.terraform_mirror_url,
+            mirror_url=settings.mirror_url,
             processes=ctx.processes,
             log=ctx.log,
         )
         cli_config = write_cli_config(
-            self.runner_dir / "terraform.rc",
+            runner_dir / "terraform.rc",
             tools_dir=tools_dir,
-            provider_mirror=ctx.config.terraform_provider_mirror,
+            provider_mirror=settings.provider_mirror,
         )
-        self.env = await self._terraform_env(ctx, inputs, cli_config)
+        env, hook_env = await self._terraform_env(ctx, inputs, runner_dir, cli_config)
+        self._prepared = PreparedRun(
+            inputs=inputs,
+            runner_dir=runner_dir,
+            module_dir=module_dir,
+            binary=binary,
+            var_files=var_files,
+            env=env,
+            hook_env=hook_env,
+            plan_file=plan_file,
+        )
 
     async def _terraform_env(
-        self, ctx: JobContext, inputs: TerraformInputs, cli_config: Path
-    ) -> dict[str, str]:
-        assert self.runner_dir is not None
+        self, ctx: JobContext, inputs: TerraformInputs, runner_dir: Path, cli_config: Path
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """(terraform's environment, the hooks' environment)."""
         session = f"byoc-runner-{ctx.job.id}"[:64]
         env: dict[str, str] = dict(inputs.env_vars)
         aws = await aws_env(inputs.aws_auth, secrets=ctx.secrets, log=ctx.log, default_session_name=session)
@@ -203,67 +245,65 @@ class TerraformRunHandler(Handler):
             cluster_aws = await aws_env(
                 cluster.aws_auth, secrets=ctx.secrets, log=ctx.log, default_session_name=session
             )
-            kubeconfig = write_kubeconfig(self.runner_dir / "kubeconfig", cluster, cluster_aws or aws)
+            kubeconfig = write_kubeconfig(runner_dir / "kubeconfig", cluster, cluster_aws or aws)
             env["KUBECONFIG"] = str(kubeconfig)
             env.update(cluster.env_vars or {})
             register_env_secrets(cluster.env_vars or {}, ctx.secrets)
         env.update(AUTOMATION_ENV)
         env["TF_CLI_CONFIG_FILE"] = str(cli_config)
+        hook_env: dict[str, str] = {}
         hooks = inputs.hooks
         if hooks is not None and hooks.enabled:
-            self.hook_env = dict(hooks.env_vars or {})
-            register_env_secrets(self.hook_env, ctx.secrets)
-            self.hook_env.update(
+            hook_env = dict(hooks.env_vars or {})
+            register_env_secrets(hook_env, ctx.secrets)
+            hook_env.update(
                 await aws_env(hooks.run_auth, secrets=ctx.secrets, log=ctx.log, default_session_name=session)
             )
-        return env
+        return env, hook_env
 
     # ------------------------------------------------------------------ execute
     async def execute(self, ctx: JobContext) -> None:
-        assert self.inputs is not None
-        assert self.module_dir is not None
-        assert self.binary is not None
-        self.proxy = BackendProxy(
-            ctx.api, workspace_id=self.inputs.workspace_id, job_id=ctx.job.id, log=ctx.log
-        )
-        ctx.secrets.register(self.proxy.prefix.strip("/"))
-        async with self.proxy.serving():
-            self.cli = TerraformCLI(
-                binary=self.binary.path,
-                cwd=self.module_dir,
-                env={**self.env, **self.proxy.terraform_env()},
+        run = self.prepared
+        proxy = BackendProxy(ctx.api, workspace_id=run.inputs.workspace_id, job_id=ctx.job.id, log=ctx.log)
+        self.proxy = proxy
+        ctx.secrets.register(proxy.prefix.strip("/"))
+        ctx.resources.push_async_callback(self._release_lock, ctx, proxy)
+        async with proxy.serving():
+            cli = TerraformCLI(
+                binary=run.binary.path,
+                cwd=run.module_dir,
+                env={**run.env, **proxy.terraform_env()},
                 processes=ctx.processes,
                 log=ctx.log,
-                tools_dir=ctx.config.resolved_tools_dir.absolute(),
-                grace_period=ctx.config.child_grace,
+                tools_dir=ctx.tools.tools_dir.absolute(),
+                grace_period=ctx.tools.child_grace,
             )
             try:
                 if ctx.operation == APPLY_PLAN:
-                    await self._install_for_apply(ctx, self.cli)
-                    await self._apply(ctx, self.cli)
+                    await self._install_for_apply(ctx, run, cli)
+                    await self._apply(ctx, run, proxy, cli)
                 else:
-                    await self._init(self.cli)
-                    await self._plan(ctx, self.cli, destroy=ctx.operation == CREATE_TEARDOWN_PLAN)
+                    await self._init(cli)
+                    await self._plan(ctx, run, cli, destroy=ctx.operation == CREATE_TEARDOWN_PLAN)
             except TerraformFailed as exc:
-                raise self._explain_lock_conflict(exc) from exc
+                raise self._explain_lock_conflict(run, proxy, exc) from exc
 
     async def _init(self, cli: TerraformCLI) -> None:
         if not self.initialized:
             await cli.init()
             self.initialized = True
 
-    async def _install_for_apply(self, ctx: JobContext, cli: TerraformCLI) -> None:
+    async def _install_for_apply(self, ctx: JobContext, run: PreparedRun, cli: TerraformCLI) -> None:
         """``init``, unless the plugin cache already has all the plan needs (``install``)."""
-        assert self.plan_file is not None
-        assert self.module_dir is not None
-        tools_dir = ctx.config.resolved_tools_dir.absolute()
-        needs = self.plan_file.needs
-        if not ctx.config.terraform_shortcuts:
+        assert run.plan_file is not None, "an apply job decodes its plan file in prepare"
+        tools_dir = ctx.tools.tools_dir.absolute()
+        needs = run.plan_file.needs
+        if not ctx.handler_settings(TerraformSettings).shortcuts:
             reason = "RUNNER_TERRAFORM_SHORTCUTS is off"
         else:
             async with file_lock(plugin_cache_lock(tools_dir)):
                 reason = install_without_init(
-                    self.module_dir, needs, plugin_cache_dir(tools_dir), platform_suffix()
+                    run.module_dir, needs, plugin_cache_dir(tools_dir), platform_suffix()
                 )
         if reason:
             ctx.log.info("terraform init needed", reason=reason)
@@ -275,65 +315,63 @@ class TerraformRunHandler(Handler):
             providers=", ".join(f"{a} {v}" for a, v in sorted(needs.providers.items())) or "none",
         )
 
-    def _retry_with_init(self, cli: TerraformCLI) -> bool:
+    def _retry_with_init(self, proxy: BackendProxy, cli: TerraformCLI) -> bool:
         """After a failed apply: were the providers linked without init refused, nothing stored?"""
         output = cli.last_output
         return refused_linked_providers(
             init_skipped=self.init_skipped and not self.initialized,
-            state_stored=self.proxy is None or self.proxy.last_state is not None,
+            state_stored=proxy.last_state is not None,
             error_summaries=[d.summary for d in output.errors()] if output is not None else [],
         )
 
-    def _explain_lock_conflict(self, exc: TerraformFailed) -> TerraformFailed:
+    @staticmethod
+    def _explain_lock_conflict(
+        run: PreparedRun, proxy: BackendProxy, exc: TerraformFailed
+    ) -> TerraformFailed:
         """Name the holder first when terraform failed because someone else holds the lock."""
-        holder = self.proxy.conflict if self.proxy is not None else None
-        if not holder or self.inputs is None:
+        holder = proxy.conflict
+        if not holder:
             return exc
         who = ", ".join(f"{key} {holder[key]}" for key in ("operation", "who", "created") if holder.get(key))
-        message = f"workspace {self.inputs.workspace_id} is locked by lock ID {holder.get('id', '')}"
+        message = f"workspace {run.inputs.workspace_id} is locked by lock ID {holder.get('id', '')}"
         message += f" ({who})" if who else ""
         failed = TerraformFailed(f"{message}; {exc}")
         failed.details = {**exc.details, "lock_holder": str(holder.get("id", ""))}
         return failed
 
-    async def _plan(self, ctx: JobContext, cli: TerraformCLI, *, destroy: bool) -> None:
-        assert self.runner_dir is not None
-        planfile = self.runner_dir / "tfplan"
-        await cli.plan(planfile, destroy=destroy, var_files=self.var_files)
+    async def _plan(self, ctx: JobContext, run: PreparedRun, cli: TerraformCLI, *, destroy: bool) -> None:
+        planfile = run.runner_dir / "tfplan"
+        await cli.plan(planfile, destroy=destroy, var_files=run.var_files)
         display = await cli.show_json(planfile)
         raw = planfile.read_bytes()
         ctx.set_result(ResultRequest(success=True, **encode_plan_result(raw, display)))
         ctx.log.info("plan created", operation=ctx.operation, plan_bytes=len(raw), display_bytes=len(display))
         ctx.set_outputs(output_values(await cli.output_json(), ctx.secrets))
-        assert self.module_dir is not None
         providers = frozenset(providers_in_plan(display))
-        await cache_schemas(ctx, cli, self.module_dir, terraform_version_of(display), providers)
+        await cache_schemas(ctx, cli, run.module_dir, terraform_version_of(display), providers)
 
-    def _hooks(self, ctx: JobContext) -> Hooks:
-        assert self.module_dir is not None
-        assert self.inputs is not None
-        hooks = self.inputs.hooks
+    @staticmethod
+    def _hooks(ctx: JobContext, run: PreparedRun) -> Hooks:
+        hooks = run.inputs.hooks
         return Hooks(
-            module_dir=self.module_dir,
-            env=self.hook_env,
+            module_dir=run.module_dir,
+            env=run.hook_env,
             processes=ctx.processes,
             log=ctx.log,
             enabled=bool(hooks is not None and hooks.enabled),
         )
 
-    async def _apply(self, ctx: JobContext, cli: TerraformCLI) -> None:
-        assert self.runner_dir is not None
-        assert self.plan_file is not None
-        assert self.inputs is not None
-        planfile = write_private(self.runner_dir / "tfplan", self.plan_file.raw)
-        kind = "destroy" if self.plan_file.is_destroy else "apply"
-        hooks = self._hooks(ctx)
+    async def _apply(self, ctx: JobContext, run: PreparedRun, proxy: BackendProxy, cli: TerraformCLI) -> None:
+        assert run.plan_file is not None, "an apply job decodes its plan file in prepare"
+        planfile = write_private(run.runner_dir / "tfplan", run.plan_file.raw)
+        kind = "destroy" if run.plan_file.is_destroy else "apply"
+        hooks = self._hooks(ctx, run)
         await hooks.run("pre", kind)
         try:
             try:
                 await cli.apply(planfile)
             except TerraformFailed as exc:
-                if not self._retry_with_init(cli):
+                if not self._retry_with_init(proxy, cli):
                     raise
                 ctx.log.warning(
                     "the linked providers were refused; running init and applying again", error=str(exc)
@@ -345,17 +383,9 @@ class TerraformRunHandler(Handler):
             raise
         await hooks.run("post", kind)
 
-        assert self.proxy is not None
-        assert self.module_dir is not None
-        raw_state = await self.proxy.current_state()
-        state = await state_document(ctx, cli, raw_state, self.module_dir, lambda: self._init(cli))
-        try:
-            await ctx.api.post_state_json(self.inputs.workspace_id, ctx.job.id, state)
-        except (APIError, TransportError) as exc:
-            raise HandlerError(
-                f"applied, but the state JSON could not be stored: {exc}", code=ErrorCode.HANDLER_ERROR
-            ) from exc
-        ctx.log.info("state JSON stored", workspace_id=self.inputs.workspace_id, bytes=len(state))
+        raw_state = await proxy.current_state()
+        state = await state_document(ctx, cli, raw_state, run.module_dir, lambda: self._init(cli))
+        await _store_state_json(ctx, run.inputs.workspace_id, state, applied=True)
         try:
             document = json.loads(state or b"{}")
         except json.JSONDecodeError:
@@ -368,8 +398,43 @@ class TerraformRunHandler(Handler):
         # The process runner interrupts terraform (SIGINT, grace, SIGKILL); nothing else to stop.
         self.cancelled = True
 
-    async def cleanup(self, ctx: JobContext) -> None:
-        if self.proxy is not None:
-            released = await self.proxy.release_held_lock()
-            if released:
-                ctx.log.warning("workspace unlocked after an interrupted terraform run", lock_id=released)
+    @staticmethod
+    async def _release_lock(ctx: JobContext, proxy: BackendProxy) -> None:
+        """On the job's exit stack: release this job's lock if its terraform still holds it."""
+        released = await proxy.release_held_lock()
+        if released:
+            ctx.log.warning("workspace unlocked after an interrupted terraform run", lock_id=released)
+
+    # ------------------------------------------------------------------ sandbox mode
+    async def sandbox(self, ctx: JobContext, block: SandboxMode) -> None:
+        """The fake plan contents and outputs, plus what a real apply leaves behind: the fake
+        state (the plan's ``sandbox_mode.terraform.state_json``) in the job's workspace, and its
+        JSON form."""
+        await super().sandbox(ctx, block)
+        fake = block.terraform
+        if fake is None or not fake.state_json:
+            return
+        workspace_id = fake.workspace_id or self._plan_workspace_id(ctx)
+        if not workspace_id:
+            return
+        state = sandbox_bytes(fake.state_json)
+        try:
+            await ctx.api.put_terraform_state(workspace_id, ctx.job.id, state)
+        except (APIRequestFailed, APIUnreachable) as exc:
+            raise HandlerError(f"sandbox mode: the fake state could not be stored: {exc}") from exc
+        await _store_state_json(ctx, workspace_id, state, applied=False)
+
+    def _plan_workspace_id(self, ctx: JobContext) -> str:
+        try:
+            return self.read_inputs(ctx).workspace_id
+        except HandlerError:
+            return ""
+
+
+async def _store_state_json(ctx: JobContext, workspace_id: str, state: bytes, *, applied: bool) -> None:
+    try:
+        await ctx.api.post_terraform_state_json(workspace_id, ctx.job.id, state)
+    except (APIRequestFailed, APIUnreachable) as exc:
+        what = "applied, but the state JSON" if applied else "sandbox mode: the state JSON"
+        raise HandlerError(f"{what} could not be stored: {exc}", code=ErrorCode.HANDLER_ERROR) from exc
+    ctx.log.info("state JSON stored", workspace_id=workspace_id, bytes=len(state))

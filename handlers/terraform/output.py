@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner.handler import JobLog
+from runner.sdk import JobLog
 
 _LEVELS = {"trace": "debug", "debug": "debug", "info": "info", "warn": "warning", "error": "error"}
 _BOX_PREFIXES = ("│ ", "│")

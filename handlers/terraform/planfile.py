@@ -24,9 +24,8 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 
-from runner.api.models import ErrorCode
-from runner.api.plans import PlanError, decode_apply_plan_contents
-from runner.handler import HandlerError
+from runner.sdk import ErrorCode, HandlerError
+from runner.sdk.plans import PlanError, decode_apply_plan_contents
 
 _UI_MODE_FIELD = 17
 _MODES = {0: "normal", 1: "destroy", 2: "refresh-only"}

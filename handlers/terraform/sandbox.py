@@ -9,8 +9,8 @@ from typing import ClassVar
 from handlers.sources import fetch_source
 from handlers.terraform.operations import TerraformRunHandler
 from handlers.terraform.workspace import TerraformInputs
-from runner.api.plans import BasePlan, SandboxRunPlan
-from runner.handler import JobContext
+from runner.sdk import JobContext
+from runner.sdk.plans import BasePlan, SandboxRunPlan
 
 
 class SandboxTerraformHandler(TerraformRunHandler):

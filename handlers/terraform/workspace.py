@@ -27,8 +27,8 @@ from typing import Any
 
 import yaml
 
-from runner.api.models import ErrorCode
-from runner.api.plans import (
+from runner.sdk import ErrorCode, HandlerError, JobLog
+from runner.sdk.plans import (
     AWSAuth,
     AzureAuth,
     ClusterInfo,
@@ -36,7 +36,6 @@ from runner.api.plans import (
     SandboxRunPlan,
     TerraformHooks,
 )
-from runner.handler import HandlerError, JobLog
 
 BACKEND_OVERRIDE_NAME = "runner_backend_override.tf"
 BACKEND_OVERRIDE = (

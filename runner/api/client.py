@@ -9,7 +9,6 @@ revoked token shows up as one clear error instead of a retry storm. The claim
 
 from __future__ import annotations
 
-import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,6 +28,7 @@ from runner.api.models import (
     RunnerJob,
     RunnerJobExecution,
 )
+from runner.backoff import backoff_delay
 
 T = TypeVar("T")
 
@@ -86,7 +86,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-        return random.uniform(0, min(self.max_delay, self.base_delay * (2**attempt)))
+        return backoff_delay(attempt, base=self.base_delay, cap=self.max_delay)
 
 
 NO_RETRY = RetryPolicy(attempts=1)

@@ -215,65 +215,22 @@ class JobType(StrEnum):
     UNKNOWN = "unknown"
 
 
-#: RunnerJobType.Group() of the contract, except that health-check jobs are created in
-#: ``operations`` (runner-api.md §5: the creation function overrides the group).
-JOB_TYPE_GROUPS: dict[str, str] = {
-    "docker-build": "build",
-    "container-image-build": "build",
-    "terraform-module-build": "build",
-    "helm-chart-build": "build",
-    "noop-build": "build",
-    "oci-sync": "sync",
-    "noop-sync": "sync",
-    "terraform-deploy": "deploy",
-    "helm-chart-deploy": "deploy",
-    "job-deploy": "deploy",
-    "kubernetes-manifest-deploy": "deploy",
-    "noop-deploy": "deploy",
-    "runner-helm": "runner",
-    "runner-terraform": "runner",
-    "sandbox-terraform": "sandbox",
-    "sandbox-terraform-plan": "sandbox",
-    "sandbox-sync-secrets": "sandbox",
-    "health-check": "operations",
-    "noop": "operations",
-    "shut-down": "operations",
-    "update-version": "operations",
-    "mng-vm-shut-down": "management",
-    "mng-shut-down": "management",
-    "mng-runner-update-version": "management",
-    "mng-runner-restart": "management",
-    "actions-workflow": "actions",
-}
-
-
 def group_for_type(job_type: str) -> str | None:
-    return JOB_TYPE_GROUPS.get(job_type)
+    """The job type's group, from the one job-type table (``runner.api.jobtypes``)."""
+    from runner.api.jobtypes import group_for_type as from_table
+
+    return from_table(job_type)
 
 
-_MIN = timedelta(minutes=1)
-#: Default execution timeouts by job type (runner-api.md §6.2); 5 minutes for the rest.
-DEFAULT_EXECUTION_TIMEOUTS: dict[str, timedelta] = {
-    "docker-build": 60 * _MIN,
-    "container-image-build": 15 * _MIN,
-    "helm-chart-build": 5 * _MIN,
-    "terraform-module-build": 5 * _MIN,
-    "oci-sync": 15 * _MIN,
-    "terraform-deploy": 60 * _MIN,
-    "helm-chart-deploy": 15 * _MIN,
-    "kubernetes-manifest-deploy": 15 * _MIN,
-    "job-deploy": 15 * _MIN,
-    "sandbox-terraform": 60 * _MIN,
-    "runner-terraform": 15 * _MIN,
-    "runner-helm": 5 * _MIN,
-}
-DEFAULT_EXECUTION_TIMEOUT = 5 * _MIN
 DEFAULT_AVAILABLE_TIMEOUT = timedelta(seconds=30)
 DEFAULT_QUEUE_TIMEOUT = timedelta(hours=24)
 
 
 def default_execution_timeout(job_type: str) -> timedelta:
-    return DEFAULT_EXECUTION_TIMEOUTS.get(job_type, DEFAULT_EXECUTION_TIMEOUT)
+    """The job type's default execution timeout, from the one job-type table."""
+    from runner.api.jobtypes import default_execution_timeout as from_table
+
+    return from_table(job_type)
 
 
 class JobOperation(StrEnum):

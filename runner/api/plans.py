@@ -350,27 +350,11 @@ class EmptyPlan(BasePlan):
     """Jobs without a plan (noop, health-check, shut-down…): anything goes, ``sandbox_mode`` is read."""
 
 
-#: The plan model of each job type (runner-api.md §9). Types not listed have no plan.
-PLAN_MODELS: dict[str, type[BasePlan]] = {
-    "docker-build": BuildPlan,
-    "container-image-build": BuildPlan,
-    "helm-chart-build": BuildPlan,
-    "terraform-module-build": BuildPlan,
-    "noop-build": BuildPlan,
-    "oci-sync": SyncOCIPlan,
-    "noop-sync": SyncOCIPlan,
-    "terraform-deploy": DeployPlan,
-    "helm-chart-deploy": DeployPlan,
-    "kubernetes-manifest-deploy": DeployPlan,
-    "noop-deploy": DeployPlan,
-    "sandbox-terraform": SandboxRunPlan,
-    "sandbox-sync-secrets": SyncSecretsPlan,
-    "actions-workflow": ActionWorkflowRunPlan,
-}
-
-
 def plan_model_for(job_type: str) -> type[BasePlan]:
-    return PLAN_MODELS.get(job_type, EmptyPlan)
+    """The job type's plan model, from the one job-type table (``runner.api.jobtypes``)."""
+    from runner.api.jobtypes import plan_model_for as from_table
+
+    return from_table(job_type)
 
 
 def decode_plan(job_type: str, text: str | bytes | None, model: type[BasePlan] | None = None) -> BasePlan:

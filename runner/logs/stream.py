@@ -26,7 +26,6 @@ spool first spills the batches taken from memory that are still in flight.
 from __future__ import annotations
 
 import math
-import random
 import threading
 import time
 from collections import deque
@@ -37,6 +36,7 @@ import anyio
 import anyio.lowlevel
 import structlog
 
+from runner.backoff import backoff_delay
 from runner.logs.encoder import RecordEncoder
 from runner.logs.export import Exporter, Status
 from runner.logs.otlp import resource_bytes
@@ -532,8 +532,11 @@ class JobLogStream:
 
     async def _backoff(self) -> None:
         attempt = max(0, self._export().failures_in_row - 1)
-        cap = min(self._settings.backoff_max, self._settings.backoff_base * (2 ** min(attempt, 30)))
-        await anyio.sleep(random.uniform(cap / 2, cap))
+        await anyio.sleep(
+            backoff_delay(
+                attempt, base=self._settings.backoff_base, cap=self._settings.backoff_max, jitter="equal"
+            )
+        )
         with self._lock:
             if self._q:  # keep the outage's records on disk, not in memory (disk full: memory)
                 self._spill(include_inflight=False, keep_on_failure=True)

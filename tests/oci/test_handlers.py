@@ -1,5 +1,5 @@
 """The oci-sync and container-image-build handlers against real registries, driven by hand
-(prepare -> execute -> cleanup) with a JobContext of simple fakes."""
+(prepare -> execute -> cleanup) with ``runner.testing``'s JobContext."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from handlers.oci.auth import Credentials
 from handlers.oci.client import RegistryClient
 from handlers.oci.image_build import ContainerImageBuildHandler
 from handlers.oci.sync import OciSyncHandler
-from runner.handler import HandlerError
-from tests.oci.fakes import make_context, run_handler
+from runner.sdk import HandlerError
+from runner.testing import make_context, run_handler
 from tests.support.registry import PASSWORD, USER, RegistryServer, push_random_image, skopeo_inspect
 
 pytestmark = [pytest.mark.oci, pytest.mark.anyio]
@@ -57,8 +57,9 @@ async def test_oci_sync_outputs_progress_and_masking(
         "dst_registry": repo(oci_basic_registry.host, "install/app", **basic_auth()),
         "dst_tag": "dpl1",
     }
-    ctx, log, secrets = make_context("oci-sync", plan, tmp_path)
-    await run_handler(OciSyncHandler(), ctx)
+    ctx = make_context("oci-sync", plan, workspace=tmp_path)
+    log, secrets = ctx.log, ctx.secrets
+    await run_handler(OciSyncHandler(), ctx=ctx)
 
     assert ctx.outputs is not None
     image = ctx.outputs["image"]
@@ -82,8 +83,9 @@ async def test_oci_sync_outputs_progress_and_masking(
     assert all(PASSWORD not in m for m in log.messages())
 
     # A second sync of the same tag transfers nothing and says so.
-    ctx2, log2, _ = make_context("oci-sync", plan, tmp_path)
-    await run_handler(OciSyncHandler(), ctx2)
+    ctx2 = make_context("oci-sync", plan, workspace=tmp_path)
+    log2 = ctx2.log
+    await run_handler(OciSyncHandler(), ctx=ctx2)
     assert ctx2.outputs is not None
     assert ctx2.outputs["image"]["digest"] == pushed.digest
     assert any("nothing to copy" in m for m in log2.messages())
@@ -105,15 +107,15 @@ async def test_container_image_build_tags_with_owner_id(
             "repo_config": {"RegistryType": "public_oci", "Repository": f"{oci_registry.host}/library/nginx"},
         },
     }
-    ctx, _, _ = make_context("container-image-build", plan, tmp_path, owner_id="bld123")
-    await run_handler(ContainerImageBuildHandler(), ctx)
+    ctx = make_context("container-image-build", plan, workspace=tmp_path, owner_id="bld123")
+    await run_handler(ContainerImageBuildHandler(), ctx=ctx)
     assert ctx.outputs == {
         "image": {"tag": "bld123", "digest": pushed.digest, "repository": f"{oci_registry_b.host}/apps/web"}
     }
     assert skopeo_inspect(f"{oci_registry_b.host}/apps/web:bld123")["Digest"] == pushed.digest
 
-    ctx2, _, _ = make_context("container-image-build", plan, tmp_path, owner_id="")
-    await run_handler(ContainerImageBuildHandler(), ctx2)
+    ctx2 = make_context("container-image-build", plan, workspace=tmp_path, owner_id="")
+    await run_handler(ContainerImageBuildHandler(), ctx=ctx2)
     assert ctx2.outputs is not None
     assert ctx2.outputs["image"]["tag"] == "fallback-tag"
 
@@ -122,9 +124,10 @@ async def test_container_image_build_tags_with_owner_id(
 
 
 async def run_sync_expecting_failure(plan: dict[str, Any], tmp_path: Path) -> HandlerError:
-    ctx, log, secrets = make_context("oci-sync", plan, tmp_path)
+    ctx = make_context("oci-sync", plan, workspace=tmp_path)
+    log, secrets = ctx.log, ctx.secrets
     with pytest.raises(HandlerError) as info:
-        await run_handler(OciSyncHandler(), ctx)
+        await run_handler(OciSyncHandler(), ctx=ctx)
     text = str(info.value)
     for secret in secrets.values:
         assert secret not in text
@@ -315,8 +318,9 @@ async def test_ecr_auth_through_moto(
         # The base identity for AssumeRole comes from the default chain: give moto dummy keys.
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIABASEIDENTITY0001")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "base-secret")
-    ctx, log, secrets = make_context("oci-sync", plan, tmp_path)
-    await run_handler(OciSyncHandler(), ctx)
+    ctx = make_context("oci-sync", plan, workspace=tmp_path)
+    log, secrets = ctx.log, ctx.secrets
+    await run_handler(OciSyncHandler(), ctx=ctx)
     assert ctx.outputs is not None
     assert ctx.outputs["image"]["digest"] == pushed.digest
     password = oci_ecr_registry.users["AWS"]

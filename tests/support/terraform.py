@@ -7,8 +7,9 @@
 * ``tf_backend``: a small terraform backend + runner API stand-in on 127.0.0.1 (state, lock
   with 423 and the holder, unlock checked by lock ID, state-json, app config) that records every
   request, used to test the handlers on their own; the full cycle uses the real control plane.
-* ``tf_job``: builds a real ``JobContext`` (the runner's ``JobProcessRunner`` and ``Redactor``,
-  a ``RunnerClient`` on the stand-in, a list-backed job log) for a handler under test.
+* ``tf_job``: builds a real ``JobContext`` with ``runner.testing.make_context`` (the runner's
+  ``JobProcessRunner`` and ``Redactor``, the agent's ``HandlerAPI`` adapter over a
+  ``RunnerClient`` on the stand-in, a recording job log) for a handler under test.
 * module writers for ``terraform_data`` modules.
 """
 
@@ -33,19 +34,14 @@ from urllib.parse import parse_qs, urlsplit
 import anyio
 import pytest
 
+from runner.adapters import RunnerHandlerAPI, tool_settings
 from runner.api.client import RunnerClient
-from runner.api.models import (
-    ExecutionStatus,
-    JobStatus,
-    RunnerGroupSettings,
-    RunnerJob,
-    RunnerJobExecution,
-)
 from runner.api.plans import BasePlan
 from runner.config import Config
-from runner.handler import Handler, JobContext, JobLog
 from runner.process import JobProcessRunner
 from runner.redact import Redactor
+from runner.sdk import Handler, JobContext, TerraformSettings
+from runner.testing import Record, RecordingLog, make_context, run_handler
 from tests.support.controlplane import ControlPlaneProcess
 from tests.support.tools import in_ci, require_tool
 
@@ -61,58 +57,9 @@ RUNNER_ID = "runtest"
 
 # --------------------------------------------------------------------------- job log
 
-
-@dataclass
-class Record:
-    level: str
-    message: str
-    attrs: dict[str, Any]
-    #: ``time.perf_counter()`` when the record was logged (the bench times steps with it).
-    at: float = field(default_factory=time.perf_counter)
-
-
-class ListJobLog:
-    """A ``JobLog`` that keeps masked records in a list (shared by ``bind`` children)."""
-
-    def __init__(
-        self, secrets: Redactor, records: list[Record] | None = None, attrs: dict[str, Any] | None = None
-    ):
-        self.secrets = secrets
-        self.records: list[Record] = records if records is not None else []
-        self._attrs = attrs or {}
-
-    def log(self, level: str, message: str, **attrs: Any) -> None:
-        masked = {k: self.secrets.mask(v) if isinstance(v, str) else v for k, v in attrs.items()}
-        self.records.append(Record(level.lower(), self.secrets.mask(str(message)), {**self._attrs, **masked}))
-
-    def debug(self, message: str, **attrs: Any) -> None:
-        self.log("debug", message, **attrs)
-
-    def info(self, message: str, **attrs: Any) -> None:
-        self.log("info", message, **attrs)
-
-    def warning(self, message: str, **attrs: Any) -> None:
-        self.log("warning", message, **attrs)
-
-    def error(self, message: str, **attrs: Any) -> None:
-        self.log("error", message, **attrs)
-
-    def bind(self, **attrs: Any) -> JobLog:
-        return ListJobLog(self.secrets, self.records, {**self._attrs, **attrs})
-
-    def text(self) -> str:
-        return "\n".join(f"{r.level} {r.message} {json.dumps(r.attrs, default=str)}" for r in self.records)
-
-    def messages(self, level: str | None = None) -> list[str]:
-        return [r.message for r in self.records if level is None or r.level == level]
-
-
-class _Control:
-    def request_shutdown(self, *, graceful: bool, exit_code: int = 0, reason: str = "") -> None:
-        return None
-
-    def loop_ages_ns(self) -> dict[str, int]:
-        return {}
+#: The recording job log of ``runner.testing`` (the bench reads ``records``, ``.at``).
+ListJobLog = RecordingLog
+__all__ = ["ListJobLog", "Record"]
 
 
 # --------------------------------------------------------------------------- backend stand-in
@@ -383,21 +330,19 @@ class TfJob:
 
     handler: Handler
     ctx: JobContext
-    log: ListJobLog
+    log: RecordingLog
     secrets: Redactor
     processes: JobProcessRunner
+    client: RunnerClient
 
     async def run(self) -> None:
-        """Like the executor: prepare and execute, then cleanup whatever happened."""
+        """Like the executor (``runner.testing.run_handler``): prepare and execute, then cleanup
+        and the job's exit stack whatever happened."""
         try:
-            await self.handler.prepare(self.ctx)
-            await self.handler.execute(self.ctx)
+            await run_handler(self.handler, ctx=self.ctx)
         finally:
             with anyio.CancelScope(shield=True):
-                try:
-                    await self.handler.cleanup(self.ctx)
-                finally:
-                    await self.ctx.api.aclose()
+                await self.client.aclose()
 
     def run_sync(self) -> None:
         anyio.run(self.run)
@@ -419,34 +364,41 @@ def job_context(
     operation: str = "",
     owner_id: str = "",
 ) -> JobContext:
-    """A real ``JobContext`` for a handler driven outside the executor: the runner's process
-    runner and redactor, a list-backed job log (``ListJobLog``), no daemon behind it."""
-    log = ListJobLog(secrets)
-    return JobContext(
-        job=RunnerJob(
-            id=job_id,
-            type=job_type,
-            operation=operation or None,
-            owner_id=owner_id or None,
-            status=JobStatus.IN_PROGRESS,
-        ),
-        execution=RunnerJobExecution(
-            id=execution_id, runner_job_id=job_id, status=ExecutionStatus.IN_PROGRESS
-        ),
-        plan=plan,
-        plan_text=json.dumps(plan.to_wire()),
+    """A real ``JobContext`` for a handler driven outside the executor (``make_context``): the
+    runner's process runner and redactor, the agent's adapters over ``api`` and ``config``."""
+    log = RecordingLog(secrets)
+    return make_context(
+        job_type,
+        plan,
         workspace=workspace,
-        log=log,
+        operation=operation,
+        owner_id=owner_id,
+        job_id=job_id,
+        execution_id=execution_id,
+        api=RunnerHandlerAPI(api),
+        tools=tool_settings(config),
+        env=config.family_settings(),
         secrets=secrets,
+        log=log,
         processes=JobProcessRunner(
             log, workspace=workspace, default_grace=config.child_grace, secrets=secrets
         ),
-        api=api,
-        config=config,
-        settings=RunnerGroupSettings(),
-        control=_Control(),
-        deadline=float("inf"),
     )
+
+
+#: ``tf_job`` keywords that are terraform family settings, not agent configuration.
+_FAMILY_KEYS = {f"terraform_{name}": env_name for name, env_name in TerraformSettings.env_names().items()}
+
+
+def config_with_families(**settings: Any) -> Config:
+    """``Config(**settings)`` where ``terraform_*`` keys go to the terraform family's settings."""
+    handler_env = dict(settings.pop("handler_env", {}))
+    for key in list(settings):
+        if key in _FAMILY_KEYS:
+            value = settings.pop(key)
+            if value is not None:
+                handler_env[_FAMILY_KEYS[key]] = str(value)
+    return Config(**settings, handler_env=handler_env)
 
 
 @pytest.fixture
@@ -482,7 +434,7 @@ def tf_job(tmp_path: Path, tf_backend: BackendStub, tf_tools_dir: Path) -> JobFa
             "child_grace": 5.0,
         }
         settings.update(config)
-        cfg = Config(**settings)
+        cfg = config_with_families(**settings)
         api = RunnerClient(cfg.api_url, the_token, RUNNER_ID, timeout=10.0)
         ctx = job_context(
             plan,
@@ -496,9 +448,11 @@ def tf_job(tmp_path: Path, tf_backend: BackendStub, tf_tools_dir: Path) -> JobFa
             operation=operation,
             owner_id=owner_id,
         )
-        log: ListJobLog = ctx.log  # type: ignore[assignment]
+        log: RecordingLog = ctx.log  # type: ignore[assignment]
         processes: JobProcessRunner = ctx.processes  # type: ignore[assignment]
-        return TfJob(handler=handler_cls(), ctx=ctx, log=log, secrets=secrets, processes=processes)
+        return TfJob(
+            handler=handler_cls(), ctx=ctx, log=log, secrets=secrets, processes=processes, client=api
+        )
 
     return factory
 

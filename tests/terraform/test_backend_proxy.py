@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from handlers.terraform.backend_proxy import BackendProxy
+from runner.adapters import RunnerHandlerAPI
 from runner.api.client import RunnerClient
 from runner.redact import Redactor
 from tests.support.terraform import RUNNER_ID, BackendStub, ListJobLog
@@ -28,7 +29,7 @@ def with_proxy(
 
     async def main() -> BackendProxy:
         async with RunnerClient(stub.url, stub.token, RUNNER_ID) as api:
-            proxy = BackendProxy(api, workspace_id=ws, job_id="job-proxy-1", log=log)
+            proxy = BackendProxy(RunnerHandlerAPI(api), workspace_id=ws, job_id="job-proxy-1", log=log)
             async with proxy.serving(), httpx.AsyncClient(timeout=5) as http:
                 await body(proxy, http, ws)
             await proxy.release_held_lock()
@@ -171,7 +172,7 @@ def test_keep_alive_and_upstream_outage(tf_backend: BackendStub) -> None:
 
     async def outage() -> int:
         async with RunnerClient("http://127.0.0.1:9", "t", RUNNER_ID, timeout=1.0) as api:
-            proxy = BackendProxy(api, workspace_id="tfw1", job_id="j", log=log)
+            proxy = BackendProxy(RunnerHandlerAPI(api), workspace_id="tfw1", job_id="j", log=log)
             async with proxy.serving(), httpx.AsyncClient(timeout=30) as http:
                 return (await http.post(proxy.lock_url, content=json.dumps(LOCK))).status_code
 

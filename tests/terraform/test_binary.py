@@ -238,7 +238,7 @@ def test_version_precedence_app_config_plan_config_path(tf_job: JobFactory, tf_b
                 await requested_version(job.ctx, app_id="", app_config_id="", plan_version="", sandbox=True),
             ]
         finally:
-            await job.ctx.api.aclose()
+            await job.client.aclose()
 
     first, second, third, got = anyio.run(main)
     assert first == VersionRequest("1.9.8", "app config sandbox.terraform_version")

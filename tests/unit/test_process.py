@@ -1,6 +1,6 @@
 """Child processes: environment, streaming, failure reports, and killing whole process trees.
 
-Real processes (sh, sleep, seq, python) run here; only the job log is a recording fake.
+Real processes (sh, sleep, seq, python) run here; the job log is ``runner.testing``'s recording log.
 """
 
 from __future__ import annotations
@@ -10,13 +10,11 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import anyio
 import psutil
 import pytest
 
-from runner.handler import ChildProcessFailed, HandlerError, JobLog
 from runner.process import (
     MAX_LINE_BYTES,
     STDERR_TAIL_LINES,
@@ -26,6 +24,8 @@ from runner.process import (
     group_members,
     minimal_env,
 )
+from runner.sdk import ChildProcessFailed, HandlerError, JobLog
+from runner.testing import RecordingLog, RecordingSecrets
 
 pytestmark = [pytest.mark.unit, pytest.mark.anyio]
 
@@ -33,47 +33,6 @@ pytestmark = [pytest.mark.unit, pytest.mark.anyio]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class RecordingLog:
-    """A JobLog that keeps (level, message, attrs) in order."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str, dict[str, Any]]] = []
-
-    def log(self, level: str, message: str, **attrs: Any) -> None:
-        self.records.append((level, message, attrs))
-
-    def debug(self, message: str, **attrs: Any) -> None:
-        self.log("debug", message, **attrs)
-
-    def info(self, message: str, **attrs: Any) -> None:
-        self.log("info", message, **attrs)
-
-    def warning(self, message: str, **attrs: Any) -> None:
-        self.log("warning", message, **attrs)
-
-    def error(self, message: str, **attrs: Any) -> None:
-        self.log("error", message, **attrs)
-
-    def bind(self, **attrs: Any) -> JobLog:
-        return self
-
-    def lines(self, stream: str) -> list[str]:
-        return [m for _lvl, m, a in self.records if a.get("stream") == stream]
-
-
-class Secrets:
-    def __init__(self, *values: str) -> None:
-        self.values = list(values)
-
-    def register(self, *values: str | None) -> None:
-        self.values.extend(v for v in values if v)
-
-    def mask(self, text: str) -> str:
-        for value in self.values:
-            text = text.replace(value, "***")
-        return text
 
 
 @pytest.fixture
@@ -246,7 +205,7 @@ async def test_nonzero_exit_raises_child_process_failed(runner: JobProcessRunner
 
 
 async def test_stderr_tail_is_masked(log: RecordingLog, tmp_path: Path) -> None:
-    runner = JobProcessRunner(log, workspace=tmp_path, secrets=Secrets("hunter2"))
+    runner = JobProcessRunner(log, workspace=tmp_path, secrets=RecordingSecrets("hunter2"))
     with pytest.raises(ChildProcessFailed) as info:
         await runner.run(["sh", "-c", "echo 'bad password hunter2' >&2; exit 1"])
     assert info.value.stderr_tail == ["bad password ***"]
@@ -279,7 +238,7 @@ async def test_stdin_not_read_by_child(runner: JobProcessRunner) -> None:
 
 
 async def test_command_is_logged_masked(tmp_path: Path, log: RecordingLog) -> None:
-    runner = JobProcessRunner(log, workspace=tmp_path, secrets=Secrets("s3cr3t-value"))
+    runner = JobProcessRunner(log, workspace=tmp_path, secrets=RecordingSecrets("s3cr3t-value"))
     await runner.run(["true", "--password", "s3cr3t-value"])
     messages = [m for _lvl, m, _a in log.records]
     assert "$ true --password ***" in messages

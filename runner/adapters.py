@@ -1,0 +1,126 @@
+"""The agent's side of the handler SDK's ports: ``HandlerAPI`` over the runner's API client,
+``ToolSettings`` from its configuration.
+
+Handlers get these and nothing else of the agent: the client (with the runner's token) stays
+here, and a call's failure reaches the handler as the SDK's ``APIRequestFailed`` (status and
+body) or ``APIUnreachable``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping
+from typing import Any
+
+import httpx
+
+from runner.api.client import APIError, RetryPolicy, RunnerClient, TransportError
+from runner.config import Config
+from runner.sdk.ports import APIReply, APIRequestFailed, APIUnreachable, ToolSettings
+
+#: A lock or unlock is never retried: a retried lock would meet its own lock (409/423).
+_LOCK_RETRY = RetryPolicy(attempts=1)
+_STATE_RETRY = RetryPolicy(attempts=3, base_delay=0.2, max_delay=2.0)
+
+
+def tool_settings(config: Config) -> ToolSettings:
+    return ToolSettings(
+        tools_dir=config.resolved_tools_dir.absolute(),
+        child_grace=config.child_grace,
+        insecure_registries=config.insecure_registries,
+        runner_version=config.version,
+        request_timeout=config.request_timeout,
+    )
+
+
+async def _call(response: Awaitable[httpx.Response]) -> APIReply:
+    try:
+        answer = await response
+    except APIError as exc:
+        raise APIRequestFailed(str(exc), status=exc.status, body=exc.body.encode()) from exc
+    except TransportError as exc:
+        raise APIUnreachable(str(exc)) from exc
+    content_type = answer.headers.get("content-type", "application/octet-stream")
+    return APIReply(answer.status_code, answer.content, content_type)
+
+
+class RunnerHandlerAPI:
+    """``runner.sdk.HandlerAPI`` over the runner's ``RunnerClient`` (docs/runner-api.md §3)."""
+
+    def __init__(self, client: RunnerClient) -> None:
+        self._client = client
+
+    async def app_config(self, app_id: str, app_config_id: str) -> dict[str, Any]:
+        try:
+            return await self._client.get_app_config(app_id, app_config_id)
+        except APIError as exc:
+            raise APIRequestFailed(str(exc), status=exc.status, body=exc.body.encode()) from exc
+        except TransportError as exc:
+            raise APIUnreachable(str(exc)) from exc
+
+    async def terraform_state(
+        self, workspace_id: str, job_id: str, *, headers: Mapping[str, str] | None = None
+    ) -> APIReply:
+        return await _call(
+            self._client.request(
+                "GET",
+                "/v1/terraform-backend",
+                params={"workspace_id": workspace_id, "job_id": job_id},
+                headers=headers,
+                retry=_STATE_RETRY,
+            )
+        )
+
+    async def put_terraform_state(
+        self,
+        workspace_id: str,
+        job_id: str,
+        state: bytes,
+        *,
+        lock_id: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> APIReply:
+        params = {"workspace_id": workspace_id, "job_id": job_id}
+        if lock_id:
+            params["ID"] = lock_id
+        return await _call(
+            self._client.request(
+                "POST",
+                "/v1/terraform-backend",
+                params=params,
+                content=state,
+                headers=headers if headers is not None else {"Content-Type": "application/json"},
+                retry=_STATE_RETRY,
+            )
+        )
+
+    async def lock_terraform_workspace(
+        self, workspace_id: str, job_id: str, lock_info: bytes, *, headers: Mapping[str, str] | None = None
+    ) -> APIReply:
+        return await self._lock_call("lock", workspace_id, job_id, lock_info, headers)
+
+    async def unlock_terraform_workspace(
+        self, workspace_id: str, job_id: str, lock_info: bytes, *, headers: Mapping[str, str] | None = None
+    ) -> APIReply:
+        return await self._lock_call("unlock", workspace_id, job_id, lock_info, headers)
+
+    async def _lock_call(
+        self, action: str, workspace_id: str, job_id: str, body: bytes, headers: Mapping[str, str] | None
+    ) -> APIReply:
+        return await _call(
+            self._client.request(
+                "POST",
+                f"/v1/terraform-workspaces/{workspace_id}/{action}",
+                params={"job_id": job_id},
+                content=body,
+                headers=headers if headers is not None else {"Content-Type": "application/json"},
+                retry=_LOCK_RETRY,
+            )
+        )
+
+    async def post_terraform_state_json(self, workspace_id: str, job_id: str, state_json: bytes) -> None:
+        try:
+            await self._client.post_state_json(workspace_id, job_id, state_json)
+        except APIError as exc:
+            raise APIRequestFailed(str(exc), status=exc.status, body=exc.body.encode()) from exc
+        except TransportError as exc:
+            raise APIUnreachable(str(exc)) from exc

@@ -1,0 +1,102 @@
+"""The narrow ports a handler reaches the runner through, in place of the API client and Config.
+
+A handler never holds the runner's API client (and so its token) nor the agent's configuration:
+it gets ``HandlerAPI``, exactly the control-plane calls handlers make, and ``ToolSettings``, the
+few agent settings a tool needs. The agent implements both (``runner/adapters.py``); tests use
+``runner.testing``. A call the control plane answered with an error raises ``APIRequestFailed``
+(status and body, so a proxy can pass them on); one that never got an answer raises
+``APIUnreachable``.
+
+New handler families add their calls here as another small protocol that ``HandlerAPI``
+combines: helm release storage (docs/runner-api.md §3.12) and action-workflow steps are next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class APIRequestFailed(Exception):
+    """The control plane answered a handler's call with an error status."""
+
+    def __init__(self, message: str, *, status: int, body: bytes = b"") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class APIUnreachable(Exception):
+    """The control plane did not answer a handler's call (after the adapter's retries)."""
+
+
+@dataclass(frozen=True)
+class APIReply:
+    """A successful answer, as is: terraform's backend protocol reads status and body."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = "application/octet-stream"
+
+
+class AppConfigAPI(Protocol):
+    async def app_config(self, app_id: str, app_config_id: str) -> dict[str, Any]:
+        """``GET /v1/apps/{app}/config/{cfg}``: the app config a job's tool version may come from."""
+        ...
+
+
+class TerraformBackendAPI(Protocol):
+    """Terraform's HTTP state backend and workspaces (docs/runner-api.md §3.11), for one job.
+
+    ``headers`` carries what terraform sent that the server reads (``Content-Type``,
+    ``Content-MD5``). The lock and unlock calls are never retried (a retried lock would meet its
+    own lock); state reads and writes are.
+    """
+
+    async def terraform_state(
+        self, workspace_id: str, job_id: str, *, headers: Mapping[str, str] | None = None
+    ) -> APIReply: ...
+
+    async def put_terraform_state(
+        self,
+        workspace_id: str,
+        job_id: str,
+        state: bytes,
+        *,
+        lock_id: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> APIReply: ...
+
+    async def lock_terraform_workspace(
+        self, workspace_id: str, job_id: str, lock_info: bytes, *, headers: Mapping[str, str] | None = None
+    ) -> APIReply: ...
+
+    async def unlock_terraform_workspace(
+        self, workspace_id: str, job_id: str, lock_info: bytes, *, headers: Mapping[str, str] | None = None
+    ) -> APIReply: ...
+
+    async def post_terraform_state_json(self, workspace_id: str, job_id: str, state_json: bytes) -> None:
+        """The ``terraform show -json`` document of the workspace's state after an apply."""
+        ...
+
+
+class HandlerAPI(AppConfigAPI, TerraformBackendAPI, Protocol):
+    """Every control-plane call a handler may make; nothing else of the runner API."""
+
+
+@dataclass(frozen=True)
+class ToolSettings:
+    """The agent settings that tools need (not the agent's whole configuration)."""
+
+    #: Cached tool binaries and shared caches (terraform binaries, the provider plugin cache).
+    tools_dir: Path
+    #: SIGINT -> SIGKILL grace for a tool's child process.
+    child_grace: float = 10.0
+    #: Registries reached over plain HTTP (loopback always is).
+    insecure_registries: tuple[str, ...] = ()
+    #: The runner's version (operations jobs report it).
+    runner_version: str = ""
+    #: The deadline of one call to a remote service (registry clients use at least 60 s).
+    request_timeout: float = 10.0
