@@ -264,7 +264,7 @@ class HandlerRun:
     """What a handler did: its context (outputs, result, log) and how it ended."""
 
     ctx: JobContext
-    #: The exception prepare/execute raised (None when it finished or was cancelled).
+    #: The first exception of prepare, execute or cleanup (None when it finished or was cancelled).
     error: BaseException | None = None
     #: The step that raised or was running when the cancel came.
     step: str = ""
@@ -308,23 +308,30 @@ async def run_handler(
     elif context or plan is not None:
         raise TypeError("run_handler: pass either ctx or a plan with make_context's keywords")
     run = HandlerRun(ctx)
-    with anyio.CancelScope() as scope:
-        async with anyio.create_task_group() as tg:
-            if cancel_after is not None:
-                tg.start_soon(_cancel_later, handler, run, scope, cancel_after)
+    try:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                if cancel_after is not None:
+                    tg.start_soon(_cancel_later, handler, run, scope, cancel_after)
+                try:
+                    for step in ("prepare", "execute"):
+                        run.step = step
+                        await getattr(handler, step)(ctx)
+                except Exception as exc:  # reported after cleanup, as the executor does
+                    run.error = exc
+                tg.cancel_scope.cancel()
+        run.cancelled = scope.cancelled_caught
+    finally:  # also when the test cancels the task running the handler
+        with anyio.CancelScope(shield=True):
             try:
-                for step in ("prepare", "execute"):
-                    run.step = step
-                    await getattr(handler, step)(ctx)
-            except Exception as exc:  # reported after cleanup, as the executor does
-                run.error = exc
-            tg.cancel_scope.cancel()
-    run.cancelled = scope.cancelled_caught
-    with anyio.CancelScope(shield=True):
-        try:
-            await handler.cleanup(ctx)
-        finally:
-            await ctx.resources.aclose()
+                await handler.cleanup(ctx)
+            except Exception as exc:
+                if run.error is None:  # else the first failure is the job's, as in the executor
+                    run.error, run.step = exc, "cleanup"
+                else:
+                    ctx.log.warning(f"cleanup failed: {type(exc).__name__}: {exc}")
+            finally:
+                await ctx.resources.aclose()
     if run.error is not None and raise_errors:
         raise run.error
     return run
