@@ -30,6 +30,11 @@ class HeartBeatBody(Body):
     alive_time: NsInt = Field(description="runner process uptime in nanoseconds")
     version: Name = ""
     process: Name = ""
+    instance_id: Name = Field(
+        default="",
+        description="ours: a random id per runner process; a heartbeat from another process while"
+        " this one is alive answers 409 (the reference server ignores the field)",
+    )
 
 
 class HealthCheckBody(Body):

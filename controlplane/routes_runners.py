@@ -57,9 +57,15 @@ async def create_heartbeat(request: Request) -> Response:
     runner_id = request.path_params["runner_id"]
     principal.require_runner(runner_id)
     body = await read_model(request, HeartBeatBody)
-    grace = seconds_to_ns(options_of(request).restart_grace)
+    options = options_of(request)
     row, _cancelled = await store_of(request).heartbeat(
-        runner_id, body.alive_time, body.version, body.process, grace
+        runner_id,
+        body.alive_time,
+        body.version,
+        body.process,
+        seconds_to_ns(options.restart_grace),
+        instance_id=body.instance_id,
+        offline_after_ns=seconds_to_ns(options.heartbeat_offline_after),
     )
     return json_response(render.heartbeat(row), 201)
 

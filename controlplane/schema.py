@@ -124,4 +124,12 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         END;
         """,
     ),
+    (
+        3,
+        "runner process instance (duplicate runner processes, issue 11)",
+        """
+        ALTER TABLE runners ADD COLUMN instance_id TEXT NOT NULL DEFAULT '';
+        ALTER TABLE heartbeats ADD COLUMN instance_id TEXT NOT NULL DEFAULT '';
+        """,
+    ),
 ]

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from controlplane.auth import ADMIN, HASH_PREFIX, RUNNER, Principal, token_hash
-from controlplane.errors import NotFound
+from controlplane.errors import Conflict, NotFound
 from controlplane.ids import new_id
 from controlplane.logs import logger
 from controlplane.options import Credentials
@@ -19,7 +19,16 @@ from controlplane.store_base import (
     StoreBase,
     default_settings,
 )
-from controlplane.wire import now_ns
+from controlplane.wire import NS, now_ns
+
+
+def duplicate_window(heartbeat_period_ns: int, offline_after_ns: int) -> int:
+    """How recently the current runner process must have heartbeated for a heartbeat from
+    another process to be refused: two heartbeat periods and a second (it is demonstrably alive
+    on its own cadence), never longer than the offline limit. A runner killed with -9 and
+    started again is therefore accepted within about two periods."""
+    period = heartbeat_period_ns if heartbeat_period_ns > 0 else 5 * NS
+    return min(2 * period + NS, offline_after_ns)
 
 
 class IdentityStore(StoreBase):
@@ -238,31 +247,76 @@ class IdentityStore(StoreBase):
         return await self._run(patch)
 
     async def heartbeat(
-        self, runner_id: str, alive_time: int, version: str, process: str, restart_grace_ns: int
+        self,
+        runner_id: str,
+        alive_time: int,
+        version: str,
+        process: str,
+        restart_grace_ns: int,
+        *,
+        instance_id: str = "",
+        offline_after_ns: int = 15 * NS,
     ) -> tuple[Row, list[str]]:
         """Store a heartbeat, mark the runner active, and cancel executions a restart orphaned.
 
         A heartbeat's ``started_at`` (``created_at - alive_time``) later than an execution's
         ``created_at`` plus the grace means the runner process that ran it is gone
         (runner-api.md §6.3). Returns the heartbeat row and the cancelled execution ids.
+
+        ``instance_id`` (ours) names the runner process. A heartbeat from another instance
+        while the current one is alive (it heartbeated within ``duplicate_window``) is a second
+        process started with the same runner id: it answers 409 and changes nothing, so the
+        first process keeps its running jobs (issue 11: it used to cancel them as "restarted").
         """
-        return await self._run(self._heartbeat, runner_id, alive_time, version, process, restart_grace_ns)
+        return await self._run(
+            self._heartbeat,
+            runner_id,
+            alive_time,
+            version,
+            process,
+            restart_grace_ns,
+            instance_id,
+            offline_after_ns,
+        )
 
     def _heartbeat(
-        self, runner_id: str, alive_time: int, version: str, process: str, restart_grace_ns: int
+        self,
+        runner_id: str,
+        alive_time: int,
+        version: str,
+        process: str,
+        restart_grace_ns: int,
+        instance_id: str = "",
+        offline_after_ns: int = 15 * NS,
     ) -> tuple[Row, list[str]]:
         now = now_ns()
         started_at = now - alive_time
         cancelled: list[str] = []
         with self.db.transaction() as conn:
-            runner = self._one("SELECT status FROM runners WHERE id = ?", (runner_id,))
+            runner = self._one(
+                "SELECT status, last_heartbeat_at, instance_id FROM runners WHERE id = ?", (runner_id,)
+            )
             if runner is None:
                 raise NotFound(f"runner {runner_id} not found")
+            current = runner["instance_id"]
+            if instance_id and current and instance_id != current and runner["status"] == "active":
+                silent = now - int(runner["last_heartbeat_at"] or 0)
+                window = duplicate_window(self._heartbeat_period_ns(runner_id), offline_after_ns)
+                if silent < window:
+                    raise Conflict(
+                        f"runner {runner_id} is already running in another process (instance"
+                        f" {current}, last heartbeat {silent / NS:.1f}s ago); stop it before starting"
+                        " another, or wait until it has been silent for"
+                        f" {window / NS:.0f}s",
+                        error="runner already running",
+                    )
+            if instance_id and instance_id != current:
+                conn.execute("UPDATE runners SET instance_id = ? WHERE id = ?", (instance_id, runner_id))
             hb_id = new_id("hrt")
             conn.execute(
-                "INSERT INTO heartbeats (id, runner_id, alive_time, version, process, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (hb_id, runner_id, alive_time, version, process, now),
+                "INSERT INTO heartbeats (id, runner_id, alive_time, version, process, instance_id,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (hb_id, runner_id, alive_time, version, process, instance_id, now),
             )
             if runner["status"] != "active":
                 conn.execute(
@@ -292,6 +346,17 @@ class IdentityStore(StoreBase):
             "started_at": started_at,
         }
         return row, cancelled
+
+    def _heartbeat_period_ns(self, runner_id: str) -> int:
+        row = self._one(
+            "SELECT s.settings FROM runners r JOIN runner_group_settings s"
+            " ON s.runner_group_id = r.runner_group_id WHERE r.id = ?",
+            (runner_id,),
+        )
+        try:
+            return int(json.loads(row["settings"]).get("heart_beat_timeout") or 0) if row else 0
+        except (ValueError, TypeError):
+            return 0
 
     async def latest_heartbeat(self, runner_id: str) -> Row | None:
         return await self._run(

@@ -39,6 +39,7 @@ from runner.backoff import backoff_delay
 from runner.config import KNOWN_GROUPS, Config, ConfigError
 from runner.executor import AbortReason, ExecutorDeps, JobRun
 from runner.health import HealthEndpoints, Probe, serve_health
+from runner.instance import DuplicateRunner, claim_runner_id, new_instance_id, refusal_window
 from runner.journal import Journal, StateDirLock
 from runner.logs import LogPipeline, LogRecord
 from runner.metrics import RunnerMetrics
@@ -54,6 +55,8 @@ log = structlog.get_logger("runner.daemon")
 
 #: Exit code of a second SIGTERM/SIGINT (128 + SIGTERM).
 EXIT_FORCED = 143
+#: Exit code when another process already runs as this runner id (as for a configuration error).
+DUPLICATE_RUNNER_EXIT = 2
 
 #: Group names the reference server writes into settings that are not real groups (§12.12).
 GROUP_ALIASES = {"deploys": "deploy", "action": "actions"}
@@ -140,6 +143,8 @@ class Daemon:
         self.pollers: dict[str, GroupPoller] = {}
         self.runs: dict[str, JobRun] = {}
         self.last_heartbeat_tick = time.monotonic()
+        #: This process among any others started with the same runner id (``runner.instance``).
+        self.instance_id = new_instance_id()
         self.last_settings_tick = time.monotonic()
         self.last_api_ok: float | None = None
         self.shutdown: ShutdownRequest | None = None
@@ -263,6 +268,19 @@ class Daemon:
                 if self.settings is None:  # shutdown before the control plane was reachable
                     root.cancel_scope.cancel()
                     return self.shutdown.exit_code if self.shutdown else 0
+                try:  # before orphans are recovered or jobs claimed: one process per runner id
+                    await claim_runner_id(
+                        lambda: self.api.heartbeat(self._heartbeat_request()),
+                        window=refusal_window(self._heartbeat_period()),
+                    )
+                except DuplicateRunner as exc:
+                    log.error(
+                        "refusing to start: another process is running as this runner id",
+                        runner_id=self.config.runner_id,
+                        detail=str(exc),
+                    )
+                    root.cancel_scope.cancel()
+                    return DUPLICATE_RUNNER_EXIT
                 self.pipeline = LogPipeline(
                     self.api,
                     self.config.spool_dir,
@@ -397,9 +415,7 @@ class Daemon:
             self.last_heartbeat_tick = time.monotonic()
             period = self._heartbeat_period()
             next_beat = max(next_beat + period, anyio.current_time())
-            request = HeartBeatRequest(
-                alive_time=_uptime(PROCESS_STARTED), version=self.config.version, process=self.config.process
-            )
+            request = self._heartbeat_request()
             with anyio.move_on_after(max(0.5, min(period, self.config.request_timeout))) as scope:
                 try:
                     await self.api.heartbeat(
@@ -413,6 +429,14 @@ class Daemon:
             if scope.cancelled_caught:
                 log.warning("heartbeat timed out")
             self.metrics.heartbeat_failures.inc()
+
+    def _heartbeat_request(self) -> HeartBeatRequest:
+        return HeartBeatRequest(
+            alive_time=_uptime(PROCESS_STARTED),
+            version=self.config.version,
+            process=self.config.process,
+            instance_id=self.instance_id,
+        )
 
     # ------------------------------------------------------------------ pollers and jobs
     def _reconcile_pollers(self) -> None:

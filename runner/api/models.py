@@ -332,6 +332,9 @@ class HeartBeatRequest(WireModel):
     alive_time: NsDuration
     version: str = ""
     process: str = ""
+    #: Ours: a random id per runner process, so the control plane can tell a second process
+    #: with the same runner id from a restart (the reference server ignores unknown fields).
+    instance_id: str | None = None
 
 
 class RunnerHeartBeat(Timestamps):

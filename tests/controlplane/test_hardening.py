@@ -187,3 +187,28 @@ def test_a_truncated_gzip_log_body_answers_400_and_stores_nothing(
         assert runner.post(url, content=whole, headers=headers).status_code == 201
     time.sleep(0.05)
     assert len(cp.operator().logs(job["log_stream_id"])) == 50
+
+
+@pytest.mark.unit
+def test_a_heartbeat_from_another_live_instance_is_refused_and_changes_nothing() -> None:
+    from controlplane.errors import Conflict
+
+    async def main() -> None:
+        store = Store.open(None)
+        creds, _ = await store.bootstrap("http://x", 5 * 10**9)
+        runner = creds.runner_id
+        await store.heartbeat(runner, 100 * 10**9, "v", "p", 60 * 10**9, instance_id="insA")
+        with pytest.raises(Conflict, match="already running in another process"):
+            await store.heartbeat(runner, 10**9, "v", "p", 60 * 10**9, instance_id="insB")
+        assert (await store.get_runner(runner))["instance_id"] == "insA"
+        # The first instance goes silent for longer than two periods: a restart, accepted.
+        store.db.conn.execute(
+            "UPDATE runners SET last_heartbeat_at = ? WHERE id = ?", (time.time_ns() - 12 * 10**9, runner)
+        )
+        await store.heartbeat(runner, 10**9, "v", "p", 60 * 10**9, instance_id="insB")
+        assert (await store.get_runner(runner))["instance_id"] == "insB"
+        # A runner that sends no instance id (the reference runner) is never refused.
+        await store.heartbeat(runner, 10**9, "v", "p", 60 * 10**9)
+        store.close()
+
+    anyio.run(main)
