@@ -12,9 +12,7 @@ from typing import Any, ClassVar
 
 import anyio
 
-from runner.api.models import ResultRequest
-from runner.api.plans import BasePlan
-from runner.handler import Handler, HandlerError, JobContext
+from runner.sdk import BasePlan, Handler, HandlerError, JobContext, ResultRequest, TerraformSettings
 
 SCRIPT_TYPE = "actions-workflow"
 HANDLER_TARGET = f"{SCRIPT_TYPE}=tests.support.handlers:ScriptHandler"
@@ -63,3 +61,20 @@ class ScriptHandler(Handler):
         ctx.set_outputs(plan.outputs)
         if plan.result_contents:
             ctx.set_result(ResultRequest(success=True, contents=plan.result_contents))
+
+
+class SettingsEchoHandler(Handler):
+    """Outputs the settings a handler sees (``runner exec`` reads them as ``runner run`` does)."""
+
+    needs_plan: ClassVar[bool] = False
+
+    async def execute(self, ctx: JobContext) -> None:
+        terraform = ctx.handler_settings(TerraformSettings)
+        ctx.set_outputs(
+            {
+                "terraform_shortcuts": terraform.shortcuts,
+                "terraform_version": terraform.version,
+                "insecure_registries": list(ctx.tools.insecure_registries),
+                "child_grace": ctx.tools.child_grace,
+            }
+        )
