@@ -145,7 +145,7 @@ def read_plan(plan_file: Path | None) -> dict[str, Any]:
 
 def apply_plan_from_result(plan: dict[str, Any], result_file: Path) -> dict[str, Any]:
     """Fill ``apply_plan_contents``/``apply_plan_display`` from a stored result, as the control
-    plane does for an apply job (runner-api.md §7.5)."""
+    plane does for an apply job (docs/runner-api.md §7.5)."""
     try:
         result = json.loads(result_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:

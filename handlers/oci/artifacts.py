@@ -1,7 +1,8 @@
 """OCI artifacts: a directory packed as one layer per file, pushed and pulled.
 
-This is how builds hand terraform modules and helm charts to deploys (reference-runner.md
-§4.6-4.7). The layout is ORAS's "image-manifest" style, which distribution 2.8 accepts:
+This is how builds hand terraform modules and helm charts to deploys (the reference's
+``bins/runner/internal/jobs/build/{terraform,helm}`` and their deploys). The layout is ORAS's
+"image-manifest" style, which distribution 2.8 accepts:
 
 * an OCI image manifest with ``artifactType`` set and the OCI 1.1 empty config
   (``application/vnd.oci.empty.v1+json``, content ``{}``);

