@@ -1,7 +1,7 @@
 """The operator API (ours, admin token): submit and cancel jobs, change settings, add runners.
 
-A submission picks the group from the job type (``runner.api.models.JOB_TYPE_GROUPS``) unless
-it names one, takes the contract's default timeouts, and gets its own log stream with a write
+A submission picks the group from the job type (the job-type table, ``runner.api.jobtypes``)
+unless it names one, takes the table's default execution timeout, and gets its own log stream with a write
 token. A plan naming a terraform workspace that does not exist creates it (option
 ``auto_create_workspaces``), so a plan can be written before its workspace.
 """
@@ -32,13 +32,12 @@ from controlplane.http import (
 from controlplane.ids import new_id
 from controlplane.store import JobSpec
 from controlplane.wire import seconds_to_ns
+from runner.api.jobtypes import default_execution_timeout, group_for_type
 from runner.api.models import (
     DEFAULT_AVAILABLE_TIMEOUT,
     DEFAULT_QUEUE_TIMEOUT,
     JobGroup,
     JobOperation,
-    default_execution_timeout,
-    group_for_type,
     timedelta_to_ns,
 )
 
