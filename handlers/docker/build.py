@@ -46,8 +46,8 @@ from handlers.oci.errors import ConfigurationError
 from handlers.oci.reference import ReferenceError
 from handlers.oci.registry import RegistryTarget, open_registry
 from handlers.sources import fetch_source, split_credentials
-from runner.api.plans import BasePlan, BuildPlan
 from runner.sdk import Handler, HandlerError, JobContext
+from runner.sdk.plans import BasePlan, BuildPlan
 
 EXECUTION_LABEL = f"{LABEL_PREFIX}execution-id"
 

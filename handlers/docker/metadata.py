@@ -22,8 +22,8 @@ from handlers.oci.descriptors import Descriptor, Manifest, Platform
 from handlers.oci.errors import ConfigurationError, RegistryError
 from handlers.oci.reference import ReferenceError
 from handlers.oci.registry import RegistryTarget, open_registry
-from runner.api.plans import BasePlan, FetchImageMetadataPlan
 from runner.sdk import Handler, JobContext
+from runner.sdk.plans import BasePlan, FetchImageMetadataPlan
 
 ATTESTATION_TYPE = "attestation-manifest"
 #: The image config fields returned, under their OCI names (``Env`` is deliberately absent).

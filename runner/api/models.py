@@ -212,6 +212,8 @@ class JobType(StrEnum):
     RUNNER_TERRAFORM = "runner-terraform"
     RUNNER_LOCAL = "runner-local"
     ACTIONS_WORKFLOW = "actions-workflow"
+    #: Named by the newer API without a definition; ours: docs/docker-build.md.
+    FETCH_IMAGE_METADATA = "fetch-image-metadata"
     UNKNOWN = "unknown"
 
 
