@@ -239,3 +239,24 @@ def test_plan_secrets_are_refused_by_a_builder_without_buildkit(
     assert ok["status"] == "finished", json.dumps(failure(operator, ok))[:2000]
     assert "(legacy builder)" in log_text(operator, ok)
     assert has_tag(oci_registry.host, "e2e/legacy", "l2")
+
+
+def test_sandbox_mode_fakes_a_docker_build(runner_process_factory: Callable[..., Any], operator: Any) -> None:
+    """Sandbox mode (contract): no source, no builder, no registry; outputs from the plan."""
+    operator.patch_settings(sandbox_mode=True)
+    runner_process_factory(
+        RUNNER_SANDBOX_JOB_DURATION="0.3", RUNNER_DOCKER_BUILDER="podman", RUNNER_DOCKER_PODMAN="/nonexistent"
+    )
+    fake = {"image": {"tag": "bld-sbx", "digest": "sha256:" + "0" * 64, "repository": "reg/app"}}
+    plan = {
+        "git_source": {"url": "git://127.0.0.1:9/none", "ref": "main"},
+        "dst_registry": {"RegistryType": "private_oci", "Repository": "127.0.0.1:9/app"},
+        "docker_build_plan": {},
+        "sandbox_mode": {"enabled": True, "outputs": fake},
+    }
+    done = run_job(operator, "docker-build", plan, owner_id="bld-sbx", timeout=60)
+    assert done["status"] == "finished"
+    assert done["outputs"] == fake
+    logs = log_text(operator, done)
+    assert "sandbox mode" in logs
+    assert "builder:" not in logs

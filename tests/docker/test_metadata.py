@@ -22,7 +22,7 @@ from tests.support.registry import (
     skopeo_raw_digest,
 )
 
-pytestmark = [pytest.mark.oci, pytest.mark.anyio]
+pytestmark = [pytest.mark.oci]
 
 
 @pytest.fixture
@@ -36,6 +36,7 @@ def _plan(host: str, repo: str, tag: str, **extra: Any) -> FetchImageMetadataPla
     )
 
 
+@pytest.mark.anyio
 async def test_an_index_gives_every_platform(oci_registry: RegistryServer, tmp_path: Path) -> None:
     async with RegistryClient(oci_registry.host) as client:
         index = await push_random_index(
@@ -66,6 +67,7 @@ async def test_an_index_gives_every_platform(oci_registry: RegistryServer, tmp_p
     assert any("2 image(s): linux/amd64, linux/arm64" in m for m in run.log.messages("info"))
 
 
+@pytest.mark.anyio
 async def test_a_single_image_with_credentials(oci_basic_registry: RegistryServer, tmp_path: Path) -> None:
     async with RegistryClient(oci_basic_registry.host, credentials=_creds()) as client:
         pushed = await push_random_image(client, "meta/one", "b1", [300], seed="meta-one", docker=True)
@@ -83,6 +85,7 @@ async def test_a_single_image_with_credentials(oci_basic_registry: RegistryServe
     assert PASSWORD not in json.dumps(run.outputs)
 
 
+@pytest.mark.anyio
 async def test_a_missing_tag_is_a_clear_error(oci_registry: RegistryServer, tmp_path: Path) -> None:
     with pytest.raises(NotFound, match="nope"):
         await run_handler(
@@ -97,3 +100,31 @@ def _creds() -> Any:
     from handlers.oci.auth import Credentials
 
     return Credentials(USER, PASSWORD)
+
+
+def test_fetch_image_metadata_through_the_control_plane(
+    runner_process_factory: Any, operator: Any, oci_registry: RegistryServer
+) -> None:
+    """The job type end to end: table row (sync group), plan decoding, the handler in a runner."""
+    import anyio
+
+    async def push() -> Any:
+        async with RegistryClient(oci_registry.host) as client:
+            return await push_random_image(client, "meta/e2e", "rel-1", [700], seed="meta-e2e")
+
+    pushed = anyio.run(push)
+    runner_process_factory()
+    plan = {
+        "Registry": {"RegistryType": "public_oci", "Repository": f"{oci_registry.host}/meta/e2e"},
+        "Tag": "rel-1",
+    }
+    job = operator.submit("fetch-image-metadata", plan=plan)
+    assert job["group"] == "sync"
+    done = operator.wait_job(job["id"], timeout=60)
+    assert done["status"] == "finished", operator.result(job["id"])
+    image = done["outputs"]["image"]
+    assert image["digest"] == pushed.digest
+    assert image["labels"] == {"seed": "meta-e2e"}
+    assert image["platform"]["architecture"] == "amd64"
+    bodies = " ".join(str(r.get("body", "")) for r in operator.logs(done["log_stream_id"]))
+    assert "1 image(s): linux/amd64" in bodies
