@@ -66,7 +66,8 @@ class RecordingSts:
             auth = entry["headers"].get("Authorization", "")
             key_id = auth.partition("Credential=")[2].partition("/")[0]
             body = base64.b64decode(entry["body"]).decode() if entry.get("body_encoded") else entry["body"]
-            params = dict(urllib.parse.parse_qsl(body or ""))
+            params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(entry["url"]).query))
+            params.update(urllib.parse.parse_qsl(body or ""))
             out.append(StsCall(params.get("Action", ""), key_id, params))
         return out
 
