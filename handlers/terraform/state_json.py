@@ -83,7 +83,20 @@ class RawNumber:
 
 def _parse_float(text: str) -> float | RawNumber:
     number = float(text)
+    if number == 0 and text.startswith("-"):
+        return RawNumber("-0")  # cty keeps the sign of zero; terraform prints it as ``-0``
     return number if repr(number) == text else RawNumber(text)
+
+
+def _parse_int(text: str) -> int | RawNumber:
+    """Whole numbers as ints, except ``-0`` (an int would drop the sign terraform prints) and
+    numbers past Python's digit limit for ``int()`` (terraform renders those; we do not)."""
+    if text == "-0":
+        return RawNumber("-0")
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise CannotRender(f"a whole number of {len(text)} digits") from exc
 
 
 @dataclass(frozen=True)
@@ -275,9 +288,11 @@ def provider_address(provider: str) -> str:
 def load_state(raw: bytes) -> dict[str, Any]:
     """Parse a state file keeping every number exact (``RawNumber`` where a float would not be)."""
     try:
-        state = json.loads(raw, parse_float=_parse_float)
+        state = json.loads(raw, parse_float=_parse_float, parse_int=_parse_int)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CannotRender(f"the state is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise CannotRender("the state nests deeper than this renderer recurses") from exc
     if not isinstance(state, dict):
         raise CannotRender("the state is not a JSON object")
     if str(state.get("version")) != "4":
@@ -297,6 +312,13 @@ def providers_in_state(state: Mapping[str, Any]) -> set[str]:
 
 def render_state_json(state: Mapping[str, Any], schemas: SchemaLookup) -> bytes:
     """What ``terraform show -json`` prints for ``state`` (from ``load_state``); see the module doc."""
+    try:
+        return _render(state, schemas)
+    except RecursionError as exc:  # values nested past the interpreter's recursion limit
+        raise CannotRender("a value nests deeper than this renderer recurses") from exc
+
+
+def _render(state: Mapping[str, Any], schemas: SchemaLookup) -> bytes:
     resources = state.get("resources") or []
     outputs = state.get("outputs") or {}
     document: dict[str, Any] = {"format_version": _FORMAT_VERSION}

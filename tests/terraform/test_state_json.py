@@ -22,9 +22,15 @@ from pathlib import Path
 
 import pytest
 
+from handlers.terraform.apply_state import try_render
 from handlers.terraform.sandbox import SandboxTerraformHandler
 from handlers.terraform.schemas import SchemaCache, locked_versions
-from handlers.terraform.state_json import load_state, providers_in_state, render_state_json
+from handlers.terraform.state_json import (
+    CannotRender,
+    load_state,
+    providers_in_state,
+    render_state_json,
+)
 from runner.api.plans import SandboxRunPlan
 from tests.support.terraform import BackendStub, JobFactory, data_module, write_module
 
@@ -127,6 +133,64 @@ resource "null_resource" "many" {
 }
 output "ids" { value = null_resource.many[*].id }
 """,
+}
+
+
+#: Negative zero in every place the differential test of issue 10 found it posted as ``0``:
+#: terraform keeps the sign (``-0``) in plain values, sets, sensitive values, child modules,
+#: outputs and ``terraform_remote_state`` defaults.
+NEGATIVE_ZERO_MODULE = {
+    "main.tf": """
+variable "neg" { default = -1 }
+variable "zero" { default = 0 }
+resource "terraform_data" "zeros" {
+  input = {
+    literal  = -0.0
+    product  = var.neg * 0
+    negated  = -var.zero
+    parsed   = tonumber("-0")
+    smallest = min(-0.0, 0)
+    decoded  = jsondecode("-0")
+    positive = 0
+    set      = toset([-0.0, 1])
+    list     = [-0.0, 0, -0.0]
+  }
+}
+resource "terraform_data" "secret_zero" { input = sensitive({ z = -0.0, l = [-0.0] }) }
+module "child" {
+  source = "./child"
+  value  = -0.0
+}
+data "terraform_remote_state" "defaults" {
+  backend  = "local"
+  config   = { path = "${path.module}/empty.tfstate" }
+  defaults = { zero = -0.0, nested = { z = [-0.0] } }
+}
+output "zero" { value = -0.0 }
+output "secret" {
+  value     = -0.0
+  sensitive = true
+}
+output "remote" { value = data.terraform_remote_state.defaults.outputs }
+""",
+    "child/main.tf": """
+variable "value" {}
+resource "terraform_data" "inner" { input = [var.value, -var.value] }
+output "out" { value = terraform_data.inner.output }
+""",
+    "empty.tfstate": """{
+  "version": 4, "terraform_version": "1.11.4", "serial": 1,
+  "lineage": "5b0c7a3e-3c55-4f0e-8d63-0c3f2d1e9a01",
+  "outputs": {}, "resources": [], "check_results": null
+}""",
+}
+
+#: What the renderer does not render (terraform does): a whole number past Python's 4,300-digit
+#: limit. It must fall back, not fail. (Values nested past the recursion limit are the other such
+#: case; ``tests/unit/test_state_json_edges.py`` covers them with a hand-made state, because
+#: terraform itself needs minutes to plan and apply ~1,200 levels.)
+UNRENDERABLE_MODULES = {
+    "huge-integer": {"main.tf": 'resource "terraform_data" "big" { input = 1e5000 }\n'},
 }
 
 
@@ -292,3 +356,44 @@ def test_shortcuts_off_runs_init_and_terraform_show(
     commands = [m for m in applied.log.messages() if m.startswith("$ ")]
     assert [c.split()[2] for c in commands] == ["init", "apply", "show"]
     assert json.loads(tf_backend.state.state_json[workspace_id])["values"]["outputs"]["count"]["value"] == 1
+
+
+def test_negative_zero_renders_exactly_as_terraform_show(tmp_path: Path) -> None:
+    module = write_module(tmp_path / "zeros", NEGATIVE_ZERO_MODULE)
+    env = terraform_env(tmp_path)
+    cache = SchemaCache(tmp_path / "schemas")
+    tf(module, env, "init", "-input=false")
+    tf(module, env, "apply", "-auto-approve", "-input=false")
+    ours = assert_same_as_terraform(module, env, cache)
+    for needle in (
+        b'"literal":-0',
+        b'"product":-0',
+        b'"negated":-0',
+        b'"parsed":-0',
+        b'"smallest":-0',
+        b'"decoded":-0',
+        b'"positive":0',
+        b'"list":[-0,0,-0]',
+        b'"address":"module.child"',
+        b'"zero":-0',
+    ):
+        assert needle in ours, needle
+
+
+@pytest.mark.parametrize("name", sorted(UNRENDERABLE_MODULES))
+def test_unrenderable_states_fall_back_to_terraform_show(tmp_path: Path, name: str) -> None:
+    """The renderer says "cannot render" (not ValueError/RecursionError, which skipped state-json
+    altogether), and what the handler then sends is terraform's own document."""
+    module = write_module(tmp_path / name, UNRENDERABLE_MODULES[name])
+    env = terraform_env(tmp_path)
+    cache = SchemaCache(tmp_path / "schemas")
+    tf(module, env, "init", "-input=false")
+    tf(module, env, "apply", "-auto-approve", "-input=false")
+    raw = (module / "terraform.tfstate").read_bytes()
+    with pytest.raises(CannotRender):
+        rendered(module, env, cache)
+    attempt = try_render(raw, cache, module)
+    assert attempt.rendered is None
+    assert attempt.reason
+    shown = json.loads(tf(module, env, "show", "-json"), parse_int=str)
+    assert shown["format_version"] == "1.0"
