@@ -24,7 +24,7 @@ from tests.docker.support import (
     read_pushed_image,
     run_job,
 )
-from tests.support.registry import RegistryServer, skopeo_raw_digest
+from tests.support.registry import PASSWORD, USER, RegistryServer, skopeo_raw_digest
 from tests.support.terraform import GitServer
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration]
@@ -260,3 +260,50 @@ def test_sandbox_mode_fakes_a_docker_build(runner_process_factory: Callable[...,
     logs = log_text(operator, done)
     assert "sandbox mode" in logs
     assert "builder:" not in logs
+
+
+@pytest.mark.parametrize("auth", ["basic", "bearer", "ecr"])
+def test_push_authenticates_with_basic_bearer_and_ecr_credentials(
+    auth: str,
+    builder_env: dict[str, str],
+    runner_process_factory: Callable[..., Any],
+    operator: Any,
+    git_server: GitServer,
+    request: pytest.FixtureRequest,
+) -> None:
+    """The registry config's credentials, resolved by handlers.oci (ECR through moto), reach the
+    builder's push only through the job's private auth file, and are masked in the job log."""
+    env = dict(builder_env)
+    if auth == "basic":
+        server: RegistryServer = request.getfixturevalue("oci_basic_registry")
+        user, password = USER, PASSWORD
+        registry = {"RegistryType": "private_oci", "OCIAuth": {"Username": user, "Password": password}}
+    elif auth == "bearer":
+        server = request.getfixturevalue("oci_token_registry")
+        user, password = USER, PASSWORD
+        registry = {"RegistryType": "private_oci", "OCIAuth": {"Username": user, "Password": password}}
+    else:
+        moto = request.getfixturevalue("moto_ecr")
+        server = request.getfixturevalue("oci_ecr_registry")
+        user, password = "AWS", server.users["AWS"]
+        env["RUNNER_AWS_ENDPOINT_URL"] = moto.url
+        static = {"access_key_id": "AKIAEXAMPLEKEY000001", "secret_access_key": "secret-key-for-the-test"}
+        registry = {"RegistryType": "ecr", "Region": "us-east-1", "ECRAuth": {"static": static}}
+    _start(runner_process_factory, env)
+    kind = builder_env["RUNNER_DOCKER_BUILDER"]
+    url = git_server.create("auth", {"Dockerfile": f"FROM {BASE_IMAGE}\nRUN echo {auth} > /auth.txt\n"})
+    repo = f"e2e/{kind}-{auth}"
+    plan = {
+        "git_source": {"url": url, "ref": "main"},
+        "dst_registry": {**registry, "Repository": f"{server.host}/{repo}"},
+        "docker_build_plan": {},
+    }
+    job = run_job(operator, "docker-build", plan, owner_id=f"bld-{auth}")
+    logs = log_text(operator, job)
+    assert job["status"] == "finished", json.dumps(failure(operator, job))[:3000] + logs[-3000:]
+    image = outputs_of(operator, job["id"])["image"]
+    assert image["digest"] == skopeo_raw_digest(
+        f"{server.host}/{repo}:bld-{auth}", creds=f"{user}:{password}"
+    )
+    assert password not in logs
+    assert "secret-key-for-the-test" not in logs
