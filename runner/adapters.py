@@ -8,6 +8,7 @@ body) or ``APIUnreachable``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
@@ -15,6 +16,7 @@ import httpx
 
 from runner.api.client import APIError, RetryPolicy, RunnerClient, TransportError
 from runner.config import Config
+from runner.journal import Journal
 from runner.sdk.ports import APIReply, APIRequestFailed, APIUnreachable, ToolSettings
 
 #: A lock or unlock is never retried: a retried lock would meet its own lock (409/423).
@@ -32,6 +34,20 @@ def tool_settings(config: Config) -> ToolSettings:
     )
 
 
+def lock_id_of(body: bytes) -> str:
+    """The ``ID`` of a terraform LockInfo body (any key case), or "" when there is none."""
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError:
+        return ""
+    if not isinstance(data, dict):
+        return ""
+    for key, value in data.items():
+        if str(key).lower() == "id" and isinstance(value, str):
+            return value
+    return ""
+
+
 async def _call(response: Awaitable[httpx.Response]) -> APIReply:
     try:
         answer = await response
@@ -46,8 +62,11 @@ async def _call(response: Awaitable[httpx.Response]) -> APIReply:
 class RunnerHandlerAPI:
     """``runner.sdk.HandlerAPI`` over the runner's ``RunnerClient`` (docs/runner-api.md §3)."""
 
-    def __init__(self, client: RunnerClient) -> None:
+    def __init__(self, client: RunnerClient, *, journal: Journal | None = None) -> None:
         self._client = client
+        #: Where a terraform lock a job acquires is recorded until it is released, so that a
+        #: runner killed mid-apply releases it at the next start (``runner.orphans``).
+        self._journal = journal
 
     async def app_config(self, app_id: str, app_config_id: str) -> dict[str, Any]:
         try:
@@ -106,7 +125,7 @@ class RunnerHandlerAPI:
     async def _lock_call(
         self, action: str, workspace_id: str, job_id: str, body: bytes, headers: Mapping[str, str] | None
     ) -> APIReply:
-        return await _call(
+        reply = await _call(
             self._client.request(
                 "POST",
                 f"/v1/terraform-workspaces/{workspace_id}/{action}",
@@ -116,6 +135,14 @@ class RunnerHandlerAPI:
                 retry=_LOCK_RETRY,
             )
         )
+        if self._journal is not None and 200 <= reply.status < 300:
+            lock_id = lock_id_of(body)
+            if action == "lock":
+                info = body.decode(errors="replace")
+                await self._journal.note_lock_async(job_id, workspace_id, lock_id, info)
+            else:
+                await self._journal.forget_lock_async(job_id, workspace_id, lock_id)
+        return reply
 
     async def post_terraform_state_json(self, workspace_id: str, job_id: str, state_json: bytes) -> None:
         try:

@@ -158,7 +158,7 @@ class Daemon:
             log.error("handler failed to load; its job type will not be claimed", job_type=name, error=error)
         self.family_settings = config.family_settings()
         self._check_handler_settings()
-        self.handler_api = RunnerHandlerAPI(self.api)
+        self.handler_api = RunnerHandlerAPI(self.api, journal=self.journal)
         self.tools = tool_settings(config)
         self.orphans = OrphanRecovery(
             api=self.api,

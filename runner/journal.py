@@ -46,6 +46,8 @@ _log = structlog.get_logger("runner.journal")
 _SUFFIX = ".json"
 _TMP_SUFFIX = ".tmp"
 _FORMAT_VERSION = 1
+#: Fields an entry written by an older version may lack.
+_OPTIONAL_FIELDS = frozenset({"held_locks"})
 
 
 @dataclass
@@ -62,6 +64,10 @@ class JournalEntry:
     last_status: str
     #: Where this execution's undelivered log records are spooled (the log pipeline's key).
     spool_key: str
+    #: Terraform state locks the job holds right now: ``{"workspace_id", "lock_id", "info"}``
+    #: (``info`` is the lock body terraform sent). A runner killed mid-apply leaves them held;
+    #: orphan recovery releases them, with their IDs, before it reports the orphan.
+    held_locks: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> bytes:
         data: dict[str, Any] = {"version": _FORMAT_VERSION, **dataclasses.asdict(self)}
@@ -75,6 +81,8 @@ class JournalEntry:
             raise ValueError("not a JSON object")
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
+            if f.name in _OPTIONAL_FIELDS and f.name not in data:
+                continue  # written by a version that did not have it
             if f.name not in data:
                 raise ValueError(f"missing field {f.name!r}")
             values[f.name] = value = data[f.name]
@@ -82,6 +90,8 @@ class JournalEntry:
                 "claimed_at": isinstance(value, int | float) and not isinstance(value, bool),
                 "pid": isinstance(value, int) and not isinstance(value, bool),
                 "log_stream_id": value is None or isinstance(value, str),
+                "held_locks": isinstance(value, list)
+                and all(isinstance(v, dict) and all(isinstance(x, str) for x in v.values()) for v in value),
             }.get(f.name, isinstance(value, str))
             if not ok:
                 raise ValueError(f"field {f.name!r} has the wrong type")
@@ -166,6 +176,37 @@ class Journal:
                 entry.last_status = status
                 self._write(entry, durable=durable)
 
+    def note_lock(self, job_id: str, workspace_id: str, lock_id: str, info: str) -> bool:
+        """Durably record that the job's execution now holds ``lock_id`` on ``workspace_id``.
+        False when no open entry belongs to ``job_id`` (then there is nothing to recover)."""
+        return self._change_locks(job_id, workspace_id, lock_id, info)
+
+    def forget_lock(self, job_id: str, workspace_id: str, lock_id: str) -> bool:
+        """The lock was released (an empty ``lock_id``: whatever the job held on the workspace)."""
+        return self._change_locks(job_id, workspace_id, lock_id, None)
+
+    def _change_locks(self, job_id: str, workspace_id: str, lock_id: str, info: str | None) -> bool:
+        for candidate in self.entries():
+            if candidate.job_id != job_id:
+                continue
+            with self._locked(candidate.execution_id):
+                entry = self.get(candidate.execution_id)
+                if entry is None:
+                    return False
+                kept = [
+                    lock
+                    for lock in entry.held_locks
+                    if lock.get("workspace_id") != workspace_id
+                    or (info is None and lock_id and lock.get("lock_id") != lock_id)
+                ]
+                if info is not None:
+                    kept.append({"workspace_id": workspace_id, "lock_id": lock_id, "info": info})
+                if kept != entry.held_locks:
+                    entry.held_locks = kept
+                    self._write(entry, durable=True)
+            return True
+        return False
+
     def close(self, execution_id: str) -> None:
         """Remove the entry once the server has the final status; a missing entry is fine."""
         with self._locked(execution_id):
@@ -246,6 +287,12 @@ class Journal:
 
     async def close_async(self, execution_id: str) -> None:
         await anyio.to_thread.run_sync(self.close, execution_id)
+
+    async def note_lock_async(self, job_id: str, workspace_id: str, lock_id: str, info: str) -> bool:
+        return await anyio.to_thread.run_sync(self.note_lock, job_id, workspace_id, lock_id, info)
+
+    async def forget_lock_async(self, job_id: str, workspace_id: str, lock_id: str) -> bool:
+        return await anyio.to_thread.run_sync(self.forget_lock, job_id, workspace_id, lock_id)
 
 
 # --------------------------------------------------------------------------- the lock

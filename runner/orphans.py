@@ -6,12 +6,16 @@ OOM, a node lost). Each is reported ``failed`` with a result that says the runne
 failure's), its spooled log records are delivered first, then its workspace and journal entry
 go. An orphan the control plane cannot hear about yet stays in the journal and is retried.
 
-Room for more per-orphan clean-up (e.g. releasing a terraform lock the job journaled) is in
-``recover_one``: it runs before the orphan's journal entry is closed.
+Terraform state locks the orphan held (journaled by ``runner.adapters`` when the lock call
+succeeded) are released first, through the control plane's unlock endpoint and with the lock's
+own ID, so the next plan of that workspace is not refused with "Error acquiring the state lock"
+for ever (issue 11). A lock that is already gone, or now someone else's, is left alone.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable, Collection
 
 import anyio
@@ -78,6 +82,44 @@ class OrphanRecovery:
                 return
             attempt += 1
 
+    async def release_locks(self, entry: JournalEntry, deadline: float) -> bool:
+        """Unlock each state lock the orphan held; False when the control plane is unreachable."""
+        for lock in entry.held_locks:
+            workspace_id, lock_id = lock.get("workspace_id", ""), lock.get("lock_id", "")
+            body = (lock.get("info") or json.dumps({"ID": lock_id})).encode()
+            unlock = functools.partial(
+                self.api.request,
+                "POST",
+                f"/v1/terraform-workspaces/{workspace_id}/unlock",
+                params={"job_id": entry.job_id},
+                content=body,
+                headers={"Content-Type": "application/json"},
+                retry=RetryPolicy(attempts=1),
+            )
+            try:
+                await with_retries(unlock, deadline=deadline)
+            except TransportError as exc:
+                log.warning("could not release the orphan's state lock yet", lock_id=lock_id, error=str(exc))
+                return False
+            except APIError as exc:
+                # 404/409/423: not locked any more, or locked by someone else now: not ours to touch.
+                log.warning(
+                    "the orphan's state lock was not released",
+                    workspace_id=workspace_id,
+                    lock_id=lock_id,
+                    status=exc.status,
+                    error=str(exc),
+                )
+            else:
+                log.warning(
+                    "released the state lock an orphaned execution held",
+                    workspace_id=workspace_id,
+                    lock_id=lock_id,
+                    execution_id=entry.execution_id,
+                )
+            await self.journal.forget_lock_async(entry.job_id, workspace_id, lock_id)
+        return True
+
     async def recover_one(self, entry: JournalEntry) -> bool:
         log.warning(
             "reporting an execution orphaned by a previous runner process",
@@ -86,6 +128,8 @@ class OrphanRecovery:
             last_status=entry.last_status,
         )
         deadline = anyio.current_time() + REPORT_SECONDS
+        if not await self.release_locks(entry, deadline):
+            return False
         report = await self.logs().deliver_spooled(entry.spool_key, deadline=deadline)
         result = failure_result(
             orphan_failure(entry),

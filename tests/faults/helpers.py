@@ -63,13 +63,16 @@ def descendants(pid: int) -> list[psutil.Process]:
 
 
 def processes_with(marker: str) -> list[psutil.Process]:
-    """Live processes whose command line contains ``marker`` (leftover children of a test)."""
+    """Live processes whose command line or working directory contains ``marker`` (leftover
+    children of a test: terraform and its provisioners run in the job's workspace)."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if marker in " ".join(proc.info["cmdline"] or []) and proc.status() != psutil.STATUS_ZOMBIE:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if marker in " ".join(proc.info["cmdline"] or []) or marker in proc.cwd():
                 found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
 
