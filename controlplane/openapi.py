@@ -681,9 +681,25 @@ def _operations() -> dict[str, dict[str, S]]:
             ),
             "get": _operation(
                 "getTerraformStateJSON",
-                "stored state JSON (204 when none)",
+                "the latest state JSON document, decoded (204 when none; ours)",
                 {200: {"application/json": {"schema": {}}}, 204: None},
                 params=[wid],
+            ),
+        },
+        "/v1/terraform-workspaces/{workspace_id}/state-json/{state_id}": {
+            "get": _operation(
+                "getTerraformStateJSONByID",
+                "one state JSON document, decoded from either wire form",
+                {200: {"application/json": {"schema": {}}}},
+                params=[wid, _path_param("state_id")],
+            ),
+        },
+        "/v1/terraform-workspaces/{workspace_id}/state-json/{state_id}/resources": {
+            "get": _operation(
+                "getTerraformStateJSONResources",
+                "the resource addresses of one state JSON document, sorted (null when none)",
+                {200: _json({"type": ["array", "null"], "items": {"type": "string"}})},
+                params=[wid, _path_param("state_id")],
             ),
         },
         "/v1/terraform-workspaces/{workspace_id}/states": {

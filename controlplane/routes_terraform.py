@@ -20,8 +20,9 @@ from starlette.routing import Route
 
 from controlplane import render
 from controlplane.bodies import CreateWorkspaceBody
-from controlplane.errors import BadRequest, Forbidden
+from controlplane.errors import BadRequest, Forbidden, NotFound
 from controlplane.http import authenticate, json_response, query_int, read_body, read_json, store_of, validate
+from runner.api.statejson import decode_state_json
 
 _LOCK_KEYS = ("ID", "Operation", "Info", "Who", "Version", "Created", "Path")
 _LOCK_FOLD = {key.lower(): key for key in _LOCK_KEYS}
@@ -147,10 +148,27 @@ async def unlock(request: Request) -> Response:
     return _empty()
 
 
+def _state_document(body: bytes) -> bytes:
+    """The ``show -json`` document in a state-json body of either form (docs/runner-api.md §6.3)."""
+    try:
+        document = decode_state_json(body)
+        json.loads(document)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(
+            "the state-json body must be the terraform show -json document, as a quoted base64"
+            f" string (what the reference runner sends) or as raw JSON: {exc}",
+            error="invalid request format",
+        ) from None
+    return document
+
+
 async def put_state_json(request: Request) -> Response:
+    """Stored as posted, like the real server; a body that neither form decodes is refused here
+    (the real server stores it and its readers fail later)."""
     principal = await authenticate(request)
     org_id = principal.require_org_member()
     body = await read_body(request)
+    _state_document(body)
     await store_of(request).put_state_json(
         request.path_params["workspace_id"], org_id, body, job_id=request.query_params.get("job_id") or None
     )
@@ -158,12 +176,46 @@ async def put_state_json(request: Request) -> Response:
 
 
 async def get_state_json(request: Request) -> Response:
+    """Ours: the workspace's latest document, decoded (the real public API lists ids here)."""
     principal = await authenticate(request)
     org_id = principal.require_org_member()
     contents = await store_of(request).get_state_json(request.path_params["workspace_id"], org_id)
     if contents is None:
         return Response(status_code=204)
-    return Response(contents, media_type="application/json")
+    return Response(_state_document(contents), media_type="application/json")
+
+
+async def _state_json_by_id(request: Request) -> bytes:
+    principal = await authenticate(request)
+    org_id = principal.require_org_member()
+    row = await store_of(request).get_state_json_row(
+        request.path_params["workspace_id"], org_id, request.path_params["state_id"]
+    )
+    if row is None:
+        raise NotFound("terraform state not found")
+    return _state_document(bytes(row["contents"]))
+
+
+async def get_state_json_by_id(request: Request) -> Response:
+    """The real public API's ``state-json/{state_id}``: the decoded document."""
+    return Response(await _state_json_by_id(request), media_type="application/json")
+
+
+async def get_state_json_resources(request: Request) -> Response:
+    """The addresses of every resource in the document, sorted. The reference prefixes a child
+    module's resources with the module address a second time (their address already holds it);
+    we list each address once."""
+    document = json.loads(await _state_json_by_id(request))
+    root = (document.get("values") or {}).get("root_module") if isinstance(document, dict) else None
+    if not root:
+        return json_response(None)
+    addresses: list[str] = []
+    stack = [root]
+    while stack:
+        module = stack.pop()
+        addresses.extend(str(r.get("address", "")) for r in module.get("resources") or [])
+        stack.extend(module.get("child_modules") or [])
+    return json_response(sorted(addresses))
 
 
 async def delete_state_json(request: Request) -> Response:
@@ -194,6 +246,8 @@ ROUTES = [
     Route(_WS + "/unlock", unlock, methods=["POST"]),
     Route(_WS + "/state-json", put_state_json, methods=["POST"]),
     Route(_WS + "/state-json", get_state_json, methods=["GET"]),
+    Route(_WS + "/state-json/{state_id}", get_state_json_by_id, methods=["GET"]),
+    Route(_WS + "/state-json/{state_id}/resources", get_state_json_resources, methods=["GET"]),
     Route(_WS + "/states", delete_state_json, methods=["DELETE"]),
     Route(_WS + "/states", list_states, methods=["GET"]),
 ]

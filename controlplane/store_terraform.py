@@ -208,12 +208,23 @@ class TerraformStore(StoreBase):
         await self._run(put)
 
     async def get_state_json(self, workspace_id: str, org_id: str) -> bytes | None:
-        def query() -> bytes | None:
+        """The stored body of the workspace's state-json, in the form it was posted."""
+        row = await self.get_state_json_row(workspace_id, org_id)
+        return None if row is None else bytes(row["contents"])
+
+    async def get_state_json_row(
+        self, workspace_id: str, org_id: str, state_id: str | None = None
+    ) -> Row | None:
+        """The state-json row (``state_id``: that one only), or None."""
+
+        def query() -> Row | None:
             self._workspace(workspace_id, org_id)
-            row = self._one(
-                "SELECT contents FROM terraform_state_json WHERE workspace_id = ?", (workspace_id,)
+            if state_id is None:
+                return self._one("SELECT * FROM terraform_state_json WHERE workspace_id = ?", (workspace_id,))
+            return self._one(
+                "SELECT * FROM terraform_state_json WHERE workspace_id = ? AND id = ?",
+                (workspace_id, state_id),
             )
-            return None if row is None else bytes(row["contents"])
 
         return await self._run(query)
 

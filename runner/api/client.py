@@ -28,6 +28,7 @@ from runner.api.models import (
     RunnerJob,
     RunnerJobExecution,
 )
+from runner.api.statejson import encode_state_json
 from runner.backoff import backoff_delay
 
 T = TypeVar("T")
@@ -345,11 +346,13 @@ class RunnerClient:
 
     # ------------------------------------------------------------------ terraform and app config
     async def post_state_json(self, workspace_id: str, job_id: str, body: bytes) -> None:
+        """``body`` is the ``terraform show -json`` document; it goes out as the reference's Go
+        client sends a ``[]byte`` body, a quoted base64 string (docs/runner-api.md §6.3)."""
         await self.request(
             "POST",
             f"/v1/terraform-workspaces/{workspace_id}/state-json",
             params={"job_id": job_id},
-            content=body,
+            content=encode_state_json(body),
             headers={"Content-Type": "application/json"},
         )
 

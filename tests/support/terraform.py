@@ -37,6 +37,7 @@ import pytest
 from runner.adapters import RunnerHandlerAPI, tool_settings
 from runner.api.client import RunnerClient
 from runner.api.plans import BasePlan
+from runner.api.statejson import decode_state_json
 from runner.config import Config
 from runner.process import JobProcessRunner
 from runner.redact import Redactor
@@ -81,6 +82,7 @@ class BackendState:
     states: dict[str, list[bytes]] = field(default_factory=dict)
     locks: dict[str, dict[str, Any]] = field(default_factory=dict)
     state_json: dict[str, bytes] = field(default_factory=dict)
+    state_json_wire: dict[str, bytes] = field(default_factory=dict)
     app_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[SeenRequest] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -173,7 +175,9 @@ class _BackendHandler(BaseHTTPRequestHandler):
                 self._reply(200)
                 return
             if action == "state-json":
-                state.state_json[ws] = body
+                # Kept decoded (the wire form is a quoted base64 string, docs/runner-api.md §6.3).
+                state.state_json[ws] = decode_state_json(body)
+                state.state_json_wire[ws] = body
                 self._reply(200, {"message": "terraform state json updated"})
                 return
         if len(seg) == 5 and seg[:2] == ["v1", "apps"] and seg[3] == "config" and method == "GET":
