@@ -92,6 +92,10 @@ class AWSCredentialsError(HandlerError):
     """The plan's AWS credentials could not be turned into an identity."""
 
 
+class NoAWSCredentials(AWSCredentialsError):
+    """The plan's ``AWSAuth`` names neither a base nor a role (a configuration error)."""
+
+
 @dataclass(frozen=True)
 class RoleHop:
     role_arn: str
@@ -194,7 +198,7 @@ def decide(auth: AWSAuth, *, session_name: str = DEFAULT_SESSION_NAME) -> Resolu
     role = auth.assume_role
     if role is None or not role.role_arn:
         if base == "default" and not auth.use_default:
-            raise AWSCredentialsError(
+            raise NoAWSCredentials(
                 "the plan's AWS auth names no credentials: set static keys, assume_role.role_arn, "
                 "profile or use_default"
             )

@@ -297,11 +297,16 @@ async def _eks_kubeconfig(
     return cluster_kubeconfig(cluster, token_user(made.token))
 
 
+def render_kubeconfig(config: Mapping[str, Any] | str) -> str:
+    """The file's text: a plan's own kubeconfig verbatim, a built one as YAML in build order."""
+    return config if isinstance(config, str) else yaml.safe_dump(dict(config), sort_keys=False)
+
+
 def write_kubeconfig(config: Mapping[str, Any] | str, directory: Path, name: str = "kubeconfig") -> Path:
     """Write ``config`` as ``directory/name``, mode 0600 from the first byte; returns the path."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
-    text = config if isinstance(config, str) else yaml.safe_dump(dict(config), sort_keys=False)
+    text = render_kubeconfig(config)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         os.fchmod(out.fileno(), 0o600)  # an existing file keeps its mode through O_CREAT

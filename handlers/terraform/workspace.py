@@ -17,7 +17,6 @@ so terraform's own error points back at the plan (``vars_files-1.tfvars``). They
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import shutil
@@ -25,8 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from handlers.common import kubeconfig as kube
 from runner.sdk import ErrorCode, HandlerError, JobLog
 from runner.sdk.plans import (
     AWSAuth,
@@ -216,42 +214,19 @@ def write_policies(directory: Path, policies: dict[str, str]) -> Path:
 
 
 def kubeconfig_for(cluster: ClusterInfo, aws_env_vars: dict[str, str] | None = None) -> str:
-    """A kubeconfig for ``cluster_info``: as given, or built from endpoint + CA (+ EKS auth)."""
+    """A kubeconfig for ``cluster_info``, built by ``handlers.common.kubeconfig``: the plan's own,
+    or endpoint + CA and, for EKS, an ``aws eks get-token`` exec entry, so that terraform's
+    kubernetes and helm providers get a fresh token whenever they need one (a run outlives a
+    token's 15 minutes). The entry carries ``aws_env_vars``, the ``AWS_*`` of the cluster's own
+    identity, so its tokens are made as that identity and not as the module's."""
     if cluster.kube_config.strip():
         return cluster.kube_config
-    server = cluster.endpoint
-    if server and "://" not in server:
-        server = f"https://{server}"
-    name = cluster.id or "cluster"
-    cluster_entry: dict[str, Any] = {"server": server}
-    if cluster.ca_data:
-        try:
-            base64.b64decode(cluster.ca_data, validate=True)
-            cluster_entry["certificate-authority-data"] = cluster.ca_data
-        except ValueError:
-            cluster_entry["certificate-authority-data"] = base64.b64encode(cluster.ca_data.encode()).decode()
     user: dict[str, Any] = {}
     if cluster.aws_auth is not None:
-        args = ["eks", "get-token", "--cluster-name", name, "--output", "json"]
-        region = cluster.aws_auth.region or (aws_env_vars or {}).get("AWS_REGION", "")
-        if region:
-            args += ["--region", region]
-        user["exec"] = {
-            "apiVersion": "client.authentication.k8s.io/v1beta1",
-            "command": "aws",
-            "args": args,
-            "interactiveMode": "Never",
-        }
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": name, "cluster": cluster_entry}],
-        "users": [{"name": name, "user": user}],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
-        "current-context": name,
-    }
-    return yaml.safe_dump(config, sort_keys=False)
+        region = kube.eks_region(cluster) or (aws_env_vars or {}).get("AWS_REGION", "")
+        user = kube.eks_exec_user(cluster.id or "cluster", region, aws_env_vars, mode="exec-aws")
+    return kube.render_kubeconfig(kube.cluster_kubeconfig(cluster, user))
 
 
 def write_kubeconfig(path: Path, cluster: ClusterInfo, aws_env_vars: dict[str, str] | None = None) -> Path:
-    return write_private(path, kubeconfig_for(cluster, aws_env_vars))
+    return kube.write_kubeconfig(kubeconfig_for(cluster, aws_env_vars), path.parent, path.name)
