@@ -120,6 +120,8 @@ def default_settings(
         "aws_max_instance_lifetime": 604800,
         "platform": "",
         "long_poll_jobs": True,
+        # Ours (docs/runner-api.md §5.2): this log endpoint decompresses gzip bodies.
+        "log_accept_encodings": ["gzip"],
     }
 
 

@@ -288,6 +288,7 @@ class Daemon:
                     enabled=self.current_settings.enable_logging,
                     tee=self.log_tee,
                 )
+                self.pipeline.set_accepted_encodings(self.current_settings.log_accept_encodings)
                 await root.start(self.pipeline.run)
                 root.start_soon(self._heartbeats)
                 if await self.orphans.recover():
@@ -381,6 +382,7 @@ class Daemon:
         logging_setup.set_level(level)
         if self.pipeline is not None:
             self.pipeline.set_enabled(settings.enable_logging)
+            self.pipeline.set_accepted_encodings(settings.log_accept_encodings)
             self.pipeline.update_resource(self._resource_attrs())
         if previous is None or previous.model_dump() != settings.model_dump():
             log.info(

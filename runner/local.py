@@ -99,7 +99,7 @@ def console_tee(prefix: str = "") -> Callable[[Any], None]:
     """Prints job log records on stderr, one line each."""
 
     def tee(record: Any) -> None:
-        level = str(getattr(record, "severity_text", "") or "INFO")
+        level = str(getattr(record, "severity_text", "") or "INFO").upper()
         body = str(getattr(record, "body", ""))
         attrs = getattr(record, "attributes", {}) or {}
         step = attrs.get("runner_job_execution_step.name", "") if isinstance(attrs, dict) else ""

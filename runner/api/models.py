@@ -311,6 +311,9 @@ class RunnerGroupSettings(Timestamps):
     long_poll_jobs: bool = False
     #: Ours, like the newer API's ``job_group_parallelism``: {"build": "2"}.
     job_group_parallelism: dict[str, str] | None = None
+    #: Ours (docs/runner-api.md §5.2): content encodings the log endpoint accepts, e.g.
+    #: ["gzip"]. The real server never sends it and does not decompress log bodies.
+    log_accept_encodings: list[str] = Field(default_factory=list)
 
 
 class RunnerGroup(Timestamps):

@@ -5,9 +5,14 @@ contract that other agents get wrong (logs retried forever on a 413, or dropped 
 
 * 2xx: delivered;
 * transport error, 408, 429, 5xx, or a 401 with the runner token: ``UNAVAILABLE``, keep the
-  records (spooled) and retry later;
+  records (spooled) and retry later; a 5xx also counts in ``server_errors_in_row``, and after
+  ``server_error_attempts`` of them in a row the stream sets the batch aside (the real server
+  answers 500 to a body it cannot parse, so retrying that batch for ever would hold back every
+  line behind it);
 * 401 with the log stream's write token: fall back to the runner token, once, for good;
-* 400 or 415 on a gzip body: stop compressing (for the whole pipeline) and resend;
+* bodies are gzip-compressed only when the settings announced it (the real endpoint does not
+  decompress, docs/runner-api.md §5.2); 400 or 415 on a gzip body: stop compressing (for the
+  whole pipeline) and resend;
 * 404/410: ``DROP``, the stream does not exist, nothing sent to it can succeed;
 * any other 4xx: ``REJECTED``, the stream splits the batch to isolate the refused records.
 
@@ -19,13 +24,19 @@ from __future__ import annotations
 
 import enum
 import gzip
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import structlog
 
 from runner.api.client import NO_RETRY, APIError, TransportError, Unauthorized
 from runner.logs.otlp import export_request
 from runner.logs.shared import Shared
+from runner.logs.spool import SpoolFile, SpoolHeader, spool_path
+
+#: The suffix of a batch set aside after ``server_error_attempts`` 5xx answers in a row.
+REJECTED_SUFFIX = ".rejected"
 
 log = structlog.get_logger("runner.logs")
 
@@ -51,6 +62,8 @@ class Exporter:
         self._resource = resource
         #: Consecutive failed requests (0 while the server answers).
         self.failures_in_row = 0
+        #: Consecutive requests answered with a 5xx (0 after any other answer).
+        self.server_errors_in_row = 0
 
     async def post(self, frames: Sequence[bytes]) -> Status:
         shared = self._shared
@@ -78,6 +91,7 @@ class Exporter:
                     timeout=settings.post_timeout,
                     retry=NO_RETRY,
                 )
+                self.server_errors_in_row = 0
                 return Status.OK
             except Unauthorized:
                 metrics.export_failures += 1
@@ -92,11 +106,17 @@ class Exporter:
                 return Status.UNAVAILABLE
             except APIError as exc:
                 metrics.export_failures += 1
-                if exc.status in (408, 429) or exc.status >= 500:
+                if exc.status >= 500:
+                    self.server_errors_in_row += 1
+                    self._failed(f"HTTP {exc.status}")
+                    return Status.UNAVAILABLE
+                self.server_errors_in_row = 0
+                if exc.status in (408, 429):
                     self._failed(f"HTTP {exc.status}")
                     return Status.UNAVAILABLE
                 if compressed and exc.status in (400, 415):
                     shared.gzip_ok = False
+                    shared.gzip_refused = True
                     log.warning("the control plane refused a gzip log body; sending uncompressed from now on")
                     continue
                 if exc.status in (404, 410):
@@ -112,6 +132,38 @@ class Exporter:
                 self._failed(f"{type(exc).__name__}: {exc}")
                 return Status.UNAVAILABLE
         return Status.UNAVAILABLE
+
+    def set_aside(self, spool_key: str, frames: Sequence[bytes]) -> Path | None:
+        """Write ``frames`` the server keeps failing on to ``<key>.<ns>.rejected`` beside the spool
+        (the spool's format, so the usual tools read it; never adopted or resent) and log it.
+        None when even that file cannot be written."""
+        shared = self._shared
+        created = time.time_ns()
+        path = spool_path(shared.spool_dir, spool_key, created).with_suffix(REJECTED_SUFFIX)
+        header = SpoolHeader(
+            spool_key=spool_key,
+            log_stream_id=self.log_stream_id,
+            created_ns=created,
+            resource=dict(shared.resource_attrs),
+        )
+        try:
+            rejected = SpoolFile.create(path, header)
+            try:
+                rejected.append(frames)
+            finally:
+                rejected.close()
+        except OSError as exc:
+            log.error("cannot write a set-aside log batch", error=str(exc), spool_key=spool_key)
+            return None
+        log.error(
+            "the control plane keeps failing on a log batch; set it aside and moving on",
+            log_stream_id=self.log_stream_id,
+            records=len(frames),
+            attempts=self.server_errors_in_row,
+            file=path.name,
+        )
+        self.server_errors_in_row = 0
+        return path
 
     def _failed(self, reason: str) -> None:
         self.failures_in_row += 1

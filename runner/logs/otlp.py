@@ -31,10 +31,13 @@ from opentelemetry.proto.resource.v1 import resource_pb2
 
 from runner import __version__
 
-SCOPE_NAME = "byoc-runner"
+#: The reference's job logger is ``otelzap.NewCore("oteljob")``: its records carry this scope
+#: name (docs/runner-api.md §5.1). We add our version as the scope version.
+SCOPE_NAME = "oteljob"
 
 #: (severity number, severity text) by severity index; OTel numbers DEBUG 5, INFO 9, WARN 13, ERROR 17.
-SEVERITIES: tuple[tuple[int, str], ...] = ((5, "DEBUG"), (9, "INFO"), (13, "WARN"), (17, "ERROR"))
+#: The text is zap's level name, as otelzap sets it (``ent.Level.String()``).
+SEVERITIES: tuple[tuple[int, str], ...] = ((5, "debug"), (9, "info"), (13, "warn"), (17, "error"))
 DEBUG, INFO, WARN, ERROR = range(4)
 
 #: A body longer than this is cut (with a marker): one record must stay a sane request size.

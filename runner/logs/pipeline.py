@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,13 @@ class LogPipeline:
         if attrs != self._shared.resource_attrs:
             self._shared.resource_attrs = attrs
             self._shared.resource = resource_bytes(attrs)
+
+    def set_accepted_encodings(self, encodings: Sequence[str]) -> None:
+        """Settings ``log_accept_encodings``: gzip log bodies only when the control plane says it
+        takes them (the real one does not; docs/runner-api.md §5.2). A server that refused a gzip
+        body once is not sent another."""
+        shared = self._shared
+        shared.gzip_ok = not shared.gzip_refused and "gzip" in {e.strip().lower() for e in encodings}
 
     def set_enabled(self, enabled: bool) -> None:
         """Settings ``enable_logging``: when false, records only reach the tee."""

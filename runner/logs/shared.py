@@ -21,8 +21,12 @@ class ShipperSettings:
     batch_max_bytes: int = 1_000_000
     flush_interval: float = 0.2
     memory_max_records: int = 20_000
-    #: Bodies at least this large are sent gzip-compressed (None: never).
+    #: Bodies at least this large are sent gzip-compressed (None: never), and only once the
+    #: control plane has said it accepts gzip (``Shared.gzip_ok``).
     compress_min_bytes: int | None = 8 * 1024
+    #: Requests of one batch answered with a 5xx before the batch is set aside (written to a
+    #: ``.rejected`` file next to the spool and counted lost) so the lines behind it move on.
+    server_error_attempts: int = 6
     post_timeout: float = 30.0
     backoff_base: float = 0.1
     backoff_max: float = 5.0
@@ -37,8 +41,11 @@ class Shared:
     tee: Callable[[LogRecord], None] | None
     resource_attrs: dict[str, str]
     enabled: bool = True
-    #: Cleared for good when the server refuses a gzip body.
-    gzip_ok: bool = True
+    #: Set from settings ``log_accept_encodings`` (ours; docs/runner-api.md §5.2): the real log
+    #: endpoint reads the body as protobuf with no decompression, so gzip only where announced.
+    #: Cleared for good when the server refuses a gzip body anyway.
+    gzip_ok: bool = False
+    gzip_refused: bool = False
     resource: bytes = b""
     streams: set[JobLogStream] = field(default_factory=set)
     tee_failed: bool = False

@@ -507,7 +507,14 @@ class JobLogStream:
             self._shared.metrics.shipped += len(frames)
             return len(frames)
         if status is Status.UNAVAILABLE:
-            return 0
+            exporter = self._export()
+            if exporter.server_errors_in_row < self._settings.server_error_attempts:
+                return 0
+            # A batch the server keeps failing on (5xx): set aside, counted, and move on.
+            attempts = exporter.server_errors_in_row
+            exporter.set_aside(self.spool_key, frames)
+            self._lose(len(frames), f"set aside after {attempts} HTTP 5xx answers in a row")
+            return len(frames)
         if status is Status.DROP:
             self._lose(len(frames), "log stream not found")
             return len(frames)

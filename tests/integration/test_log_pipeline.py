@@ -115,7 +115,7 @@ async def test_records_reach_the_control_plane_with_their_attributes(tmp_path: P
         records = await stored_logs(cp, job["log_stream_id"])
 
     assert [r["body"] for r in records][:2] == ["job started", "$ docker login"]
-    assert [r["severity_text"] for r in records] == ["INFO", "INFO", "WARN", "ERROR"]
+    assert [r["severity_text"] for r in records] == ["info", "info", "warn", "error"]
     assert [r["severity_number"] for r in records] == [9, 9, 13, 17]
     first, second, third, fourth = records
     assert first["attributes"] == {
@@ -131,7 +131,7 @@ async def test_records_reach_the_control_plane_with_their_attributes(tmp_path: P
         "runner.id": creds.runner_id,
         "runner.version": "test",
     }
-    assert first["scope_name"] == "byoc-runner"
+    assert first["scope_name"] == "oteljob"
     assert first["time_unix_nano"] > 0
     text = repr(records)
     assert "registry-password-0042" not in text

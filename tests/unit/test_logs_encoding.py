@@ -55,7 +55,7 @@ def test_record_round_trip_through_the_generated_classes() -> None:
         time_unix_nano=TS,
         observed_time_unix_nano=TS,
         severity_number=logs_pb2.SEVERITY_NUMBER_WARN,
-        severity_text="WARN",
+        severity_text="warn",
         body=common_pb2.AnyValue(string_value="hello world"),
         attributes=[
             common_pb2.KeyValue(key="runner_job.id", value=common_pb2.AnyValue(string_value="job1")),
@@ -111,13 +111,13 @@ def test_many_frames_and_an_empty_request_decode_in_order() -> None:
     records = decode_request(export_request(resource_bytes({}), frames))
     assert [r.body for r in records] == [f"line {i} " + "x" * (i * 37) for i in range(300)]
     assert [r.timestamp_ns for r in records] == [TS + i for i in range(300)]
-    assert {r.severity_text for r in records} == {"DEBUG", "INFO", "WARN", "ERROR"}
+    assert {r.severity_text for r in records} == {"debug", "info", "warn", "error"}
     assert decode_request(export_request(resource_bytes({"a": "b"}), [])) == []
 
 
 @pytest.mark.parametrize(
     ("index", "number", "text"),
-    [(DEBUG, 5, "DEBUG"), (INFO, 9, "INFO"), (WARN, 13, "WARN"), (ERROR, 17, "ERROR")],
+    [(DEBUG, 5, "debug"), (INFO, 9, "info"), (WARN, 13, "warn"), (ERROR, 17, "error")],
 )
 def test_severities(index: int, number: int, text: str) -> None:
     (record,) = decode_request(export_request(b"", [encode_record(TS, index, "x", b"")]))

@@ -144,10 +144,10 @@ async def test_records_arrive_in_order_with_record_and_resource_attributes(tmp_p
     assert report.lost == 0
     records = fake.records["log1"]
     assert [(r.severity_text, r.body) for r in records] == [
-        ("INFO", "starting"),
-        ("DEBUG", "detail"),
-        ("WARN", "careful"),
-        ("ERROR", "broken"),
+        ("info", "starting"),
+        ("debug", "detail"),
+        ("warn", "careful"),
+        ("error", "broken"),
     ]
     assert records[0].attributes == {"runner_job.id": "job1", "runner_job_execution.id": "exe1"}
     assert records[1].attributes == {
@@ -158,7 +158,7 @@ async def test_records_arrive_in_order_with_record_and_resource_attributes(tmp_p
     }
     assert records[2].attributes["attempt"] == 2
     assert records[0].resource == {"service.name": "runner", "runner.id": "run1"}
-    assert records[0].scope == "byoc-runner"
+    assert records[0].scope == "oteljob"
     assert all(r.timestamp_ns > 0 and r.observed_timestamp_ns == r.timestamp_ns for r in records)
     assert fake.requests[0].url.path == "/v1/log-streams/log1/logs"
     assert fake.requests[0].headers["content-type"] == "application/x-protobuf"
@@ -188,6 +188,7 @@ async def test_secrets_are_masked_in_bodies_and_attributes(tmp_path: Path) -> No
 async def test_large_volume_is_batched_and_compressed(tmp_path: Path) -> None:
     fake = FakeLogEndpoint()
     async with running(fake, tmp_path, batch_max_records=500) as pipeline:
+        pipeline.set_accepted_encodings(["gzip"])  # announced (docs/runner-api.md §5.2)
         stream = open_stream(pipeline)
         for i in range(5000):
             stream.logger.info(f"line {i:05d} " + "pad " * 10)
@@ -205,6 +206,7 @@ async def test_gzip_refused_falls_back_to_plain_bodies(tmp_path: Path) -> None:
     fake = FakeLogEndpoint()
     fake.refuse_gzip = True
     async with running(fake, tmp_path, compress_min_bytes=100) as pipeline:
+        pipeline.set_accepted_encodings(["gzip"])
         stream = open_stream(pipeline)
         for i in range(200):
             stream.logger.info(f"line {i}")
@@ -444,7 +446,7 @@ async def test_a_job_without_log_stream_goes_to_the_tee_only(tmp_path: Path) -> 
     assert fake.requests == []
     (record,) = seen
     assert record.body == "token ***"
-    assert record.severity_text == "WARN"
+    assert record.severity_text == "warn"
     assert record.severity_number == 13
     assert record.attributes[STEP] == "execute"
     assert record.attributes["stream"] == "stderr"
