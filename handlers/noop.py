@@ -12,7 +12,7 @@ from runner.sdk import Handler, JobContext
 
 
 class NoopHandler(Handler):
-    needs_plan: ClassVar[bool] = False
+    needs_plan: ClassVar[bool | None] = False
 
     async def execute(self, ctx: JobContext) -> None:
         ctx.log.info(f"{ctx.job.type}: nothing to do")

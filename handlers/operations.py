@@ -15,7 +15,7 @@ from runner.sdk import EXIT_RESTART, Handler, JobContext
 class HealthCheckHandler(Handler):
     """Outputs ``{"job_loops": {group: ns since that loop last polled}}``: a stuck loop shows."""
 
-    needs_plan: ClassVar[bool] = False
+    needs_plan: ClassVar[bool | None] = False
 
     async def execute(self, ctx: JobContext) -> None:
         ages = ctx.control.loop_ages_ns()
@@ -28,7 +28,7 @@ class HealthCheckHandler(Handler):
 class ShutDownHandler(Handler):
     """Graceful (drain running jobs) or forced (cancel them) per ``metadata.shutdown_type``."""
 
-    needs_plan: ClassVar[bool] = False
+    needs_plan: ClassVar[bool | None] = False
 
     async def execute(self, ctx: JobContext) -> None:
         kind = ((ctx.job.metadata or {}).get("shutdown_type") or "graceful").lower()
@@ -43,7 +43,7 @@ class ShutDownHandler(Handler):
 class UpdateVersionHandler(Handler):
     """Report finished, drain, exit: the supervisor (ECS, Kubernetes, systemd) starts the new image."""
 
-    needs_plan: ClassVar[bool] = False
+    needs_plan: ClassVar[bool | None] = False
 
     async def execute(self, ctx: JobContext) -> None:
         image = ctx.settings.container_image_url or ""

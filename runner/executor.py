@@ -483,7 +483,7 @@ class JobRun:
 
     async def _fetch_plan(self, ctx: JobContext, handler: Handler) -> None:
         model_owner = type(handler)
-        if not model_owner.needs_plan:
+        if not model_owner.fetches_plan(self.job.type):
             ctx.plan = model_owner.plan_model_for(self.job.type)()
             return
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import ClassVar
 
 import anyio
 
@@ -35,6 +36,9 @@ class SandboxHandler(Handler):
     It reads the plan whatever the job type (the sandbox block is in every plan), takes any
     operation, and asks ``real`` only what its fake run reports.
     """
+
+    #: Every plan may carry the ``sandbox_mode`` block, whatever the job type's model.
+    needs_plan: ClassVar[bool | None] = True
 
     def __init__(self, real: Handler | None = None, timing: SandboxTiming | None = None) -> None:
         self.real = real or Handler()

@@ -221,8 +221,9 @@ class Handler:
 
     #: The plan model; None means "the contract's model for this job type" (the job-type table).
     plan_model: ClassVar[type[BasePlan] | None] = None
-    #: Whether the executor fetches the plan at all (noop, health-check… have none).
-    needs_plan: ClassVar[bool] = True
+    #: Whether the executor fetches the plan at all (noop, health-check… have none); None means
+    #: "as the job-type table says" (a type whose plan model is ``EmptyPlan`` has none).
+    needs_plan: ClassVar[bool | None] = None
     #: Operations this handler supports; empty means "any".
     operations: ClassVar[frozenset[str]] = frozenset()
     #: The family settings this handler reads, checked when the runner starts.
@@ -257,6 +258,12 @@ class Handler:
     @classmethod
     def plan_model_for(cls, job_type: str) -> type[BasePlan]:
         return cls.plan_model or spec_for(job_type).plan_model
+
+    @classmethod
+    def fetches_plan(cls, job_type: str) -> bool:
+        if cls.needs_plan is not None:
+            return cls.needs_plan
+        return cls.plan_model is not None or spec_for(job_type).needs_plan
 
 
 # --------------------------------------------------------------------------- registry

@@ -66,7 +66,7 @@ class ScriptHandler(Handler):
 class SettingsEchoHandler(Handler):
     """Outputs the settings a handler sees (``runner exec`` reads them as ``runner run`` does)."""
 
-    needs_plan: ClassVar[bool] = False
+    needs_plan: ClassVar[bool | None] = False
 
     async def execute(self, ctx: JobContext) -> None:
         terraform = ctx.handler_settings(TerraformSettings)
