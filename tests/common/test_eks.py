@@ -160,7 +160,7 @@ def test_exec_plugin_command_prints_an_exec_credential(sts: RecordingSts) -> Non
         "--region",
         "eu-west-1",
     ]
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     credential = json.loads(proc.stdout)
     assert credential["kind"] == "ExecCredential"
@@ -171,6 +171,6 @@ def test_exec_plugin_command_prints_an_exec_credential(sts: RecordingSts) -> Non
     no_keys = {
         k: v for k, v in env.items() if not k.startswith("AWS_ACCESS") and not k.startswith("AWS_SECRET")
     }
-    proc = subprocess.run(argv, env=no_keys, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(argv, env=no_keys, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "no AWS credentials" in proc.stderr

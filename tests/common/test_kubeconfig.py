@@ -247,7 +247,7 @@ def test_eks_exec_entry_carries_the_assumed_identity_and_runs(sts: RecordingSts,
         **env,
     }
     proc = subprocess.run(
-        [entry["command"], *entry["args"]], env=child_env, capture_output=True, text=True, timeout=60
+        [entry["command"], *entry["args"]], env=child_env, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
     url = url_from_token(json.loads(proc.stdout)["status"]["token"])
