@@ -74,10 +74,11 @@ async def probe_builders(ctx: JobContext, settings: DockerSettings) -> Probe:
             facts["docker_server_version"] = server
             if done.returncode == 0 and server:
                 facts["docker_daemon"] = True
-                buildx = await ctx.processes.run(
-                    [*docker, "buildx", "version"], capture_stdout=True, check=False
-                )
-                facts["docker_buildx"] = buildx.returncode == 0
+                if not docker_has_buildkit(client, buildx=False):  # 23+: BuildKit only with buildx
+                    buildx = await ctx.processes.run(
+                        [*docker, "buildx", "version"], capture_stdout=True, check=False
+                    )
+                    facts["docker_buildx"] = buildx.returncode == 0
             else:
                 tail = done.stderr_tail[-1] if done.stderr_tail else f"exit code {done.returncode}"
                 where = settings.host or "the default socket"
@@ -128,7 +129,10 @@ class DockerBuildHandler(Handler):
         ctx.secrets.register(*(spec.secrets or {}).values())
         validate_secret_ids(spec.secrets)
         build_arg_flags(spec.build_args, os.environ)  # bad names fail now, not after the clone
-        self._dst = await open_registry(plan.dst_registry, config=ctx.tools, secrets=ctx.secrets, log=ctx.log)
+        self._dst = dst = await open_registry(
+            plan.dst_registry, config=ctx.tools, secrets=ctx.secrets, log=ctx.log
+        )
+        ctx.resources.push_async_callback(dst.aclose)
         try:
             self._dst.ref(self._tag)
         except ReferenceError as exc:
@@ -216,7 +220,6 @@ class DockerBuildHandler(Handler):
                 flags=[*args.flags, *label_flags(labels), *secret_flags],
             )
             output = BuildOutput("build")
-            self._built.append(ref)
             done = await ctx.processes.run(
                 builder.build_argv(build),
                 env={**builder.env, **args.env},
@@ -235,6 +238,7 @@ class DockerBuildHandler(Handler):
                 builder_exit_code=done.returncode,
                 stderr_tail="\n".join(list(output.lines)[-20:]),
             )
+        self._built.append(ref)
         steps, hits = output.counts.get("step", 0), output.counts.get("cache-hit", 0)
         ctx.log.info(f"built {ref}: {steps} steps, {hits} cache hits")
         await self._push(ctx, builder, ref)
@@ -285,12 +289,7 @@ class DockerBuildHandler(Handler):
             remove_dockerfile_copy(self._paths)
         shutil.rmtree(self._secrets_dir(ctx), ignore_errors=True)
         shutil.rmtree(self._config_dir(ctx), ignore_errors=True)
-        try:
-            await self._prune(ctx)
-        finally:
-            if self._dst is not None:
-                await self._dst.aclose()
-                self._dst = None
+        await self._prune(ctx)
 
     async def _prune(self, ctx: JobContext) -> None:
         if not self._kind or not self._built or self._settings.prune == "none":

@@ -159,6 +159,8 @@ class Builder:
             argv += ["--isolation", "chroot", "--layers", "--format", "docker"]
         elif self.buildkit:
             argv += ["--progress", "plain"]
+        else:  # the legacy builder keeps a failed step's container unless told otherwise
+            argv += ["--force-rm"]
         for tag in spec.tags:
             argv += ["--tag", tag]
         if spec.target:

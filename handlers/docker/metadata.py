@@ -130,6 +130,7 @@ class FetchImageMetadataHandler(Handler):
         if plan.registry is None:
             raise ConfigurationError("fetch-image-metadata plan has no registry")
         self._target = await open_registry(plan.registry, config=ctx.tools, secrets=ctx.secrets, log=ctx.log)
+        ctx.resources.push_async_callback(self._target.aclose)
         self._ref = plan.tag or self._target.tag or "latest"
         try:
             self._target.ref(self._ref)
@@ -155,11 +156,6 @@ class FetchImageMetadataHandler(Handler):
                 include_index=plan.include_index,
             )
         )
-
-    async def cleanup(self, ctx: JobContext) -> None:
-        if self._target is not None:
-            await self._target.aclose()
-            self._target = None
 
 
 def _platform_text(platform: dict[str, Any]) -> str:

@@ -235,6 +235,7 @@ def test_build_command_lines(tmp_path: Path) -> None:
     assert legacy.env == {"DOCKER_BUILDKIT": "0"}
     assert not legacy.supports_secrets
     assert "--progress" not in legacy.build_argv(spec)
+    assert "--force-rm" in legacy.build_argv(spec)
 
 
 # --------------------------------------------------------------------------- output
