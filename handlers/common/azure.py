@@ -14,11 +14,10 @@ runner's: a VM's managed identity, or an AKS workload identity (the chart's
   (``ARM_USE_OIDC``, ``ARM_CLIENT_ID``, ``ARM_TENANT_ID``, ``ARM_OIDC_TOKEN_FILE_PATH``), unless
   ``ARM_*`` variables already choose.
 - **AKS**: ``handlers.common.kubeconfig`` writes a ``kubelogin`` exec entry (as the reference
-  does); an Entra ID token is not made in process.
-- **ACR**: not here. A registry token needs an Entra ID token exchanged at the registry's
-  ``/oauth2/exchange``; without an Azure SDK that means implementing the managed-identity and
-  workload-identity token flows ourselves. Until then ``acr`` registries take ``OCIAuth``
-  (``handlers/oci/registry.py``).
+  does), or, with ``aks="token"``, a bearer token made by ``handlers.common.entra``.
+- **ACR**: ``handlers.common.entra.acr_refresh_token`` turns the runner's Entra ID token into a
+  registry token (``/oauth2/exchange``). The OCI handlers do not use it yet: ``acr``
+  registries take ``OCIAuth`` (``handlers/oci/registry.py``).
 """
 
 from __future__ import annotations

@@ -11,12 +11,12 @@ What ``cluster_info`` can say, and what it becomes (``cluster_kind`` decides, in
   ``eks="exec-aws"`` runs ``aws eks get-token`` (what ``aws eks update-kubeconfig`` writes).
   An ``exec`` entry carries the resolved identity's ``AWS_*`` variables in its ``env``, as
   the reference's does, so the token is made as the cluster's identity, not the child's.
-- ``endpoint`` + ``azure_auth``: **AKS**. Without an Azure SDK the runner cannot make an Entra
-  ID token itself; it writes the ``exec`` entry the reference writes, ``kubelogin get-token``
-  for the AKS server application, with ``--login msi`` (the reference's choice, a VM's managed
-  identity) or ``--login workloadidentity`` when the runner has a federated token
-  (``AZURE_FEDERATED_TOKEN_FILE``, AKS workload identity). ``kubelogin`` must be on PATH; a plan
-  that must work without it can give a static ``kube_config`` instead.
+- ``endpoint`` + ``azure_auth``: **AKS**. ``aks="exec"`` (default) writes the ``exec`` entry the
+  reference writes, ``kubelogin get-token`` for the AKS server application, with ``--login msi``
+  (the reference's choice, a VM's managed identity) or ``--login workloadidentity`` when the
+  runner has a federated token (``AZURE_FEDERATED_TOKEN_FILE``); ``kubelogin`` must be on PATH.
+  ``aks="token"`` makes the Entra ID token in process (``handlers.common.entra``: client secret,
+  workload identity or managed identity of the runner, no Azure SDK), valid about an hour.
 - ``endpoint`` alone: **endpoint + CA + token**, the token given by the caller (none: the
   entry has no credentials, e.g. a client certificate is added by the caller).
 - nothing: **in-cluster**, the pod's service account: ``KUBERNETES_SERVICE_HOST``/``_PORT``,
@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
+import httpx
 import yaml
 
 from handlers.common.aws import (
@@ -54,12 +55,14 @@ from handlers.common.aws import (
 )
 from handlers.common.azure import workload_identity
 from handlers.common.eks import EXEC_API_VERSION, eks_token
+from handlers.common.entra import entra_token
 from handlers.common.masking import SecretSink
 from runner.sdk import HandlerError, JobLog
 from runner.sdk.plans import ClusterInfo
 
 Kind = Literal["static", "eks", "aks", "endpoint", "in-cluster"]
 EKSMode = Literal["token", "exec-runner", "exec-aws"]
+AKSMode = Literal["exec", "token"]
 
 #: The Entra ID application of the AKS API server (the ``--server-id`` every AKS client asks a
 #: token for; the reference passes the same to kubelogin).
@@ -233,6 +236,7 @@ async def resolve_kubeconfig(
     secrets: SecretSink,
     log: JobLog | None = None,
     eks: EKSMode = "token",
+    aks: AKSMode = "exec",
     token: str = "",
     session_name: str = DEFAULT_SESSION_NAME,
     in_cluster: InClusterPaths | None = None,
@@ -252,8 +256,19 @@ async def resolve_kubeconfig(
         assert cluster.azure_auth is not None
         sp = cluster.azure_auth.service_principal
         tenant = sp.subscription_tenant_id if sp is not None else ""
-        workload = workload_identity(environ) is not None
-        config = cluster_kubeconfig(cluster, aks_exec_user(tenant, workload=workload))
+        if aks == "token":
+            async with httpx.AsyncClient(timeout=30) as client:
+                got = await entra_token(
+                    f"{AKS_SERVER_ID}/.default",
+                    secrets=secrets,
+                    tenant=tenant,
+                    environ=environ,
+                    client=client,
+                )
+            config = cluster_kubeconfig(cluster, token_user(got.token))
+        else:
+            workload = workload_identity(environ) is not None
+            config = cluster_kubeconfig(cluster, aks_exec_user(tenant, workload=workload))
     elif kind == "endpoint":
         config = cluster_kubeconfig(cluster, token_user(token) if token else {})
     else:
