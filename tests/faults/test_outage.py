@@ -102,10 +102,12 @@ def test_a_60s_outage_mid_apply_finishes_the_job_with_every_line_once(
         runner.stop()
 
 
-def test_a_15s_sigstop_mid_job_does_not_fail_it(
+def test_a_15s_outage_mid_job_does_not_fail_it(
     control_plane: ControlPlaneProcess, operator: OperatorClient, tmp_path: Path
 ) -> None:
-    """The issue's first measurement (15 s > the 15 s offline limit), without terraform."""
+    """The issue's first measurement (15 s > the 15 s offline limit), without terraform. Killed
+    and started again: a SIGSTOP may be rescued by heartbeats queued in the listen backlog while
+    it was stopped, a new process has only the database's old heartbeat."""
     runner = RunnerProcess(control_plane, tmp_path / "runner", {"RUNNER_HANDLERS": HANDLER_TARGET})
     runner.start()
     count = 1000
@@ -113,11 +115,12 @@ def test_a_15s_sigstop_mid_job_does_not_fail_it(
         runner.wait_ready()
         job = operator.submit(SCRIPT_TYPE, plan={"line_count": count, "line_interval": 0.03})
         before = wait_for(lambda: _stored(operator, job) >= 100 and _stored(operator, job), 60, "100 lines")
-        _outage(control_plane, "stop", 15)
+        _outage(control_plane, "kill-restart", 15)
+        operator = control_plane.operator()
         done = operator.wait_job(job["id"], TERMINAL_JOB_STATUSES, timeout=120)
         lines = numbered_lines(operator, job["log_stream_id"])
         print(
-            f"figures [stop 15s]: status {done['status']}; lines delivered {len(set(lines))}/{count},"
+            f"figures [kill-restart 15s]: status {done['status']}; lines delivered {len(set(lines))}/{count},"
             f" duplicates {len(lines) - len(set(lines))}; stored before the outage {before}"
         )
         assert done["status"] == "finished", done
