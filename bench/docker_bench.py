@@ -33,6 +33,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -65,6 +66,16 @@ def make_repo(path: Path, layers: int, mb: int) -> str:
     return f"file://{path}"
 
 
+def _child_seconds(records: list[Any], verb: str) -> float:
+    """From the ``$ argv`` record of the child whose argv holds ``verb`` to its exit record."""
+    for i, record in enumerate(records):
+        if record.message.startswith("$ ") and verb in record.message:
+            for later in records[i + 1 :]:
+                if "exited with code" in later.message:
+                    return float(later.at - record.at)
+    return float("nan")
+
+
 class Bench:
     def __init__(self, work: Path, cli: str, host: str, registry: str, local: str) -> None:
         self.work, self.cli, self.host, self.registry, self.local = work, cli, host, registry, local
@@ -75,7 +86,7 @@ class Bench:
         if done.returncode != 0:
             raise SystemExit(f"{self.cli} {' '.join(args)} failed: {done.stderr[-2000:]}")
 
-    async def job(self, url: str, tag: str) -> float:
+    async def job(self, url: str, tag: str) -> tuple[float, float, float]:
         plan = {
             "git_source": {"url": url, "ref": "main"},
             "dst_registry": {"RegistryType": "private_oci", "Repository": f"{self.registry}/bench/job"},
@@ -100,7 +111,7 @@ class Bench:
         assert run.outputs is not None
         assert run.outputs["image"]["digest"].startswith("sha256:")
         shutil.rmtree(workspace, ignore_errors=True)
-        return elapsed
+        return elapsed, _child_seconds(run.log.records, " build "), _child_seconds(run.log.records, " push ")
 
     def bare(self, context: Path, tag: str) -> tuple[float, float]:
         ref = f"{self.registry}/bench/bare:{tag}"
@@ -133,11 +144,11 @@ async def measure(bench: Bench, rounds: int, layers: int, mb: int) -> None:
         bare_ctx = bench.work / f"bare-{i}"
         make_repo(bare_ctx, layers, mb)
         if i % 2 == 0:
-            job = await bench.job(job_url, f"r{i}")
+            job, job_build, job_push = await bench.job(job_url, f"r{i}")
             bare, push = bench.bare(bare_ctx, f"r{i}")
         else:
             bare, push = bench.bare(bare_ctx, f"r{i}")
-            job = await bench.job(job_url, f"r{i}")
+            job, job_build, job_push = await bench.job(job_url, f"r{i}")
         local = await bench.push_via_local(f"r{i}")
         bench.docker(
             "image", "rm", "--force", f"{bench.registry}/bench/bare:r{i}", f"{bench.local}/bench/stage:r{i}"
@@ -147,8 +158,9 @@ async def measure(bench: Bench, rounds: int, layers: int, mb: int) -> None:
         direct.append(push)
         via_local.append(local)
         print(
-            f"round {i}: job {job:.3f}s  bare build+push {bare:.3f}s  "
-            f"push direct {push:.3f}s  push via local registry + oci copy {local:.3f}s",
+            f"round {i}: job {job:.3f}s (build {job_build:.3f}, push {job_push:.3f})  "
+            f"bare build+push {bare:.3f}s (push {push:.3f})  "
+            f"push via local registry + oci copy {local:.3f}s",
             flush=True,
         )
     job_m, bare_m = statistics.median(jobs), statistics.median(bares)

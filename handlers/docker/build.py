@@ -20,6 +20,8 @@ import shutil
 from pathlib import Path
 from typing import ClassVar
 
+import anyio
+
 from handlers.docker.auth import write_auth_file
 from handlers.docker.buildargs import (
     LABEL_PREFIX,
@@ -42,7 +44,7 @@ from handlers.docker.output import BuildOutput, build_failure
 from handlers.docker.paths import BuildPaths, place_dockerfile, remove_dockerfile_copy, resolve_build_paths
 from handlers.docker.settings import DockerSettings, checked
 from handlers.oci.client import scheme_for
-from handlers.oci.errors import ConfigurationError
+from handlers.oci.errors import ConfigurationError, first_error
 from handlers.oci.reference import ReferenceError
 from handlers.oci.registry import RegistryTarget, open_registry
 from handlers.sources import fetch_source, split_credentials
@@ -139,17 +141,24 @@ class DockerBuildHandler(Handler):
             raise ConfigurationError(f"docker-build: {exc}") from None
         if plan.git_source is None:
             raise ConfigurationError("docker-build plan has no git_source")
-        source = await fetch_source(
-            git=plan.git_source,
-            local_archive=None,
-            dest=ctx.workspace / "src",
-            processes=ctx.processes,
-            secrets=ctx.secrets,
-            log=ctx.log,
-        )
+
+        async def probe() -> None:
+            self._probe = await probe_builders(ctx, self._settings)
+
+        # The builder probe (a docker or podman start, ~25 ms) runs while the source is cloned.
+        with first_error():
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(probe)
+                source = await fetch_source(
+                    git=plan.git_source,
+                    local_archive=None,
+                    dest=ctx.workspace / "src",
+                    processes=ctx.processes,
+                    secrets=ctx.secrets,
+                    log=ctx.log,
+                )
         self._commit = source.commit
         self._paths = resolve_build_paths(source.root, source.directory, spec.context, spec.dockerfile)
-        self._probe = await probe_builders(ctx, self._settings)
         self._kind, why = choose_builder(self._settings.builder, self._probe)
         builder = self._builder(ctx)
         ctx.log.info(f"builder: {builder.describe()} ({why})", builder=builder.kind)
