@@ -31,6 +31,7 @@ from runner.api.models import TERMINAL_JOB_STATUSES, JobStatus
 from runner.api.statedir import default_state_dir
 from runner.config import Config, ConfigError, _parse_concurrency, load_config
 from runner.daemon import Daemon
+from runner.instance import new_instance_id
 from runner.sdk.handler import ENTRY_POINT_GROUP, HandlerRegistry
 
 log = structlog.get_logger("runner.local")
@@ -202,6 +203,26 @@ def _runner_config(base: Config, state_dir: Path, cp: Any, **overrides: Any) -> 
     )
 
 
+def local_instance_id(runner_dir: Path) -> str:
+    """One runner instance id per local state dir, kept across runs.
+
+    Consecutive ``runner exec`` runs are one runner (same id, same state dir) in successive
+    processes; the state-dir lock already keeps two of them from running at once. Without this,
+    each run would wait for the previous process's heartbeats to age out (``runner.instance``).
+    """
+    path = runner_dir / "instance-id"
+    try:
+        found = path.read_text().strip()
+    except OSError:
+        found = ""
+    if found:
+        return found
+    runner_dir.mkdir(parents=True, exist_ok=True)
+    fresh = new_instance_id()
+    path.write_text(fresh + "\n")
+    return fresh
+
+
 def installed_registry(config: Config) -> HandlerRegistry:
     registry = HandlerRegistry.from_entry_points()
     if config.handlers:
@@ -251,6 +272,7 @@ async def run_exec(request: ExecRequest) -> int:
             body["owner_id"] = request.owner_id
         config = _runner_config(base_config, runner_dir, cp, groups=(group,))
         daemon = Daemon(config, registry=registry, log_tee=console_tee(), install_signal_handlers=False)
+        daemon.instance_id = local_instance_id(runner_dir)
         job: dict[str, Any] = {}
         async with anyio.create_task_group() as tg:
             tg.start_soon(daemon.run)
@@ -372,6 +394,7 @@ async def run_local(request: LocalRequest) -> int:
         config = _runner_config(base_config, base / "runner", cp, **overrides)
         tee = None if request.demo else console_tee()
         daemon = Daemon(config, log_tee=tee, install_signal_handlers=not request.demo)
+        daemon.instance_id = local_instance_id(config.state_dir)
         code = 0
         async with anyio.create_task_group() as tg:
 
