@@ -55,6 +55,8 @@ class Config:
     process: str = ""
     #: Plain polling: pause after an empty answer; long-poll: how long the server may hold a poll.
     poll_interval: float = 1.0
+    #: Idle polling backs off from ``poll_interval`` to this (the reference's 5 s).
+    idle_poll_interval: float = 5.0
     long_poll_wait: float = 20.0
     #: How often a running job's status is read for cancellation (when not long-polled).
     cancel_poll_interval: float = 1.0
@@ -132,6 +134,7 @@ ENV_NAMES: dict[str, str] = {
     "log_level": "RUNNER_LOG_LEVEL",
     "process": "RUNNER_PROCESS",
     "poll_interval": "RUNNER_POLL_INTERVAL",
+    "idle_poll_interval": "RUNNER_IDLE_POLL_INTERVAL",
     "long_poll_wait": "RUNNER_LONG_POLL_WAIT",
     "cancel_poll_interval": "RUNNER_CANCEL_POLL_INTERVAL",
     "child_grace": "RUNNER_CHILD_GRACE",
@@ -251,6 +254,7 @@ def _coerce(key: str, raw: Any) -> Any:
     if key in (
         "drain_grace",
         "poll_interval",
+        "idle_poll_interval",
         "long_poll_wait",
         "cancel_poll_interval",
         "child_grace",

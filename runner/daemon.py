@@ -465,6 +465,7 @@ class Daemon:
                 long_poll=lambda: self.current_settings.long_poll_jobs,
                 long_poll_wait=self.config.long_poll_wait,
                 poll_interval=self.config.poll_interval,
+                idle_poll_interval=self.config.idle_poll_interval,
                 start_job=self._start_job,
                 metrics=self.metrics,
             )

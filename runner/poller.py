@@ -32,6 +32,41 @@ def pick_claimable(jobs: Sequence[RunnerJob], supports: Callable[[str], bool]) -
     return sorted(candidates, key=lambda j: (j.created_at or far_future, j.id))
 
 
+def idle_interval(idle_polls: int, *, poll_interval: float, idle_poll_interval: float) -> float:
+    """The interval between the starts of two polls after ``idle_polls`` (>= 1) answers in a row
+    that gave this runner nothing to run: ``poll_interval``, doubling up to ``idle_poll_interval``.
+
+    The reference sleeps 5 s after an empty poll (``starvedJobPollBackoff``); an idle fleet of ours
+    puts the same load on the API, and the first polls after work still come within a second.
+    """
+    ceiling = max(idle_poll_interval, poll_interval)
+    return min(ceiling, poll_interval * (2.0 ** min(max(idle_polls - 1, 0), 16)))
+
+
+def next_poll_delay(
+    *,
+    claimed: bool,
+    long_poll: bool,
+    elapsed: float,
+    idle_polls: int,
+    poll_interval: float,
+    idle_poll_interval: float,
+) -> float:
+    """How long to pause before the next poll (docs/runner-api.md §3.5).
+
+    After a claim: at once. Plain polling: the idle interval (jittered down, never past it).
+    Long-poll: whatever is left of the idle interval since the poll started, so a server that
+    holds the poll is asked again at once, and one that answers at once (it ignores ``wait``, or
+    has only jobs we cannot take) is not polled in a tight loop, however slow its answer.
+    """
+    if claimed:
+        return 0.0
+    interval = idle_interval(idle_polls, poll_interval=poll_interval, idle_poll_interval=idle_poll_interval)
+    if long_poll:
+        return max(0.0, interval - elapsed)
+    return interval * random.uniform(0.8, 1.0)
+
+
 @dataclass
 class Slot:
     """Capacity held by one claimed job: a token in the group's and the global limiter."""
@@ -68,6 +103,7 @@ class GroupPoller:
         poll_interval: float,
         start_job: StartJob,
         metrics: RunnerMetrics,
+        idle_poll_interval: float = 5.0,
     ) -> None:
         self.group = group
         self.api = api
@@ -77,6 +113,9 @@ class GroupPoller:
         self.long_poll = long_poll
         self.long_poll_wait = long_poll_wait
         self.poll_interval = poll_interval
+        self.idle_poll_interval = idle_poll_interval
+        #: Answers in a row that gave this runner nothing to run.
+        self.idle_polls = 0
         self.start_job = start_job
         self.metrics = metrics
         self.last_poll = time.monotonic()
@@ -165,15 +204,15 @@ class GroupPoller:
                 if await self._claim(job, slot):
                     claimed += 1
                     slot = None
-            if claimed:
-                return 0.0
-            if not long_poll:
-                return self.poll_interval * random.uniform(0.8, 1.2)
-            if jobs or time.monotonic() - began < 0.05:
-                # Jobs we cannot take (other types, lost races), or a server that does not hold
-                # polls: pause, or a long poll would spin.
-                return self.poll_interval
-            return 0.0
+            self.idle_polls = 0 if claimed else self.idle_polls + 1
+            return next_poll_delay(
+                claimed=bool(claimed),
+                long_poll=long_poll,
+                elapsed=time.monotonic() - began,
+                idle_polls=self.idle_polls,
+                poll_interval=self.poll_interval,
+                idle_poll_interval=self.idle_poll_interval,
+            )
         finally:
             if slot is not None:
                 slot.release()
