@@ -45,7 +45,7 @@ from handlers.docker.build import DockerBuildHandler  # noqa: E402
 from handlers.oci.client import RegistryClient  # noqa: E402
 from handlers.oci.copy import copy_image  # noqa: E402
 from runner.testing import run_handler  # noqa: E402
-from tests.docker.conftest import BASE_IMAGE, _buildkit_cli, busybox_rootfs_tar  # noqa: E402
+from tests.docker.conftest import BASE_IMAGE, buildkit_cli, busybox_rootfs_tar  # noqa: E402
 from tests.support.registry import start_registry  # noqa: E402
 
 
@@ -183,7 +183,7 @@ def main() -> None:
     host = os.environ.get("DOCKER_HOST", "")
     if not host:
         sys.exit('DOCKER_HOST is not set: eval "$(scripts/services.sh env)"')
-    cli = _buildkit_cli()
+    cli = buildkit_cli()
     if cli is None:
         sys.exit("no docker CLI with BuildKit (buildx, or the docker.io 20.10 CLI at /usr/bin/docker)")
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))

@@ -78,7 +78,7 @@ class DockerEnv:
         )
 
 
-def _buildkit_cli() -> str | None:
+def buildkit_cli() -> str | None:
     """A docker CLI that builds with BuildKit: buildx on PATH's docker, else Debian's 20.10 CLI."""
     candidates = [shutil.which("docker"), "/usr/bin/docker"]
     for cli in dict.fromkeys(c for c in candidates if c and os.access(c, os.X_OK)):
@@ -103,7 +103,7 @@ def docker_env(tmp_path_factory: pytest.TempPathFactory) -> DockerEnv:
     host = os.environ.get("DOCKER_HOST", "")
     if not host:
         _unavailable('DOCKER_HOST is not set (eval "$(scripts/services.sh env)")')
-    cli = _buildkit_cli()
+    cli = buildkit_cli()
     if cli is None:
         _unavailable("no docker CLI with BuildKit (buildx, or the docker.io 20.10 CLI at /usr/bin/docker)")
     assert cli is not None

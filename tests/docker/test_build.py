@@ -204,18 +204,17 @@ def test_cancel_mid_build_stops_the_builder_and_pushes_nothing(
         operator.cancel(job["id"])  # also when the wait failed: leave no build running
     done = operator.wait_job(job["id"], ("cancelled", "failed", "finished"), timeout=60)
     assert done["status"] == "cancelled"
-    # The job is cancelled at once; the execution ends when the runner has stopped the build.
-    deadline = time.monotonic() + 60
-    while operator.executions(job["id"])[0]["status"] not in ("cancelled", "failed", "finished"):
-        assert time.monotonic() < deadline, "the execution did not end after the cancel"
+    # The control plane marks the job and its execution cancelled at once; the runner then stops
+    # the build: SIGINT to the builder's process group, RUNNER_CHILD_GRACE (3 s), SIGKILL.
+    deadline = time.monotonic() + 30
+    while True:
+        left = _marker_processes(f"sleep {seconds}") + [
+            p for p in _marker_processes(f"{tmp_path}/runner-") if p.info["cmdline"][:1] != ["git"]
+        ]
+        if not left:
+            break
+        assert time.monotonic() < deadline, [" ".join(p.info["cmdline"])[:300] for p in left]
         time.sleep(0.2)
-    assert operator.executions(job["id"])[0]["status"] == "cancelled"
-    deadline = time.monotonic() + 20
-    while _marker_processes(f"sleep {seconds}"):
-        assert time.monotonic() < deadline, "the build's RUN process outlived the cancel"
-        time.sleep(0.2)
-    builders = [p for p in _marker_processes(f"{tmp_path}/runner-") if p.info["cmdline"][:1] != ["git"]]
-    assert builders == [], [" ".join(p.info["cmdline"])[:300] for p in builders]
     assert not has_tag(oci_registry.host, "e2e/slow", "bld-slow")
 
 
