@@ -167,6 +167,8 @@ async def measure(bench: Bench, rounds: int, layers: int, mb: int) -> None:
     direct_m, local_m = statistics.median(direct), statistics.median(via_local)
     print(f"median  job {job_m:.3f}s  bare docker build + docker push {bare_m:.3f}s")
     print(f"ratio   job / bare {job_m / bare_m:.3f}  (target <= 1.10)")
+    paired = statistics.median(j / b for j, b in zip(jobs, bares, strict=True))
+    print(f"ratio   median of the rounds' job / bare {paired:.3f}  (each round's pair ran back to back)")
     print(f"median  push: builder push {direct_m:.3f}s, local registry + handlers.oci copy {local_m:.3f}s")
     print(
         f"ratio   push via local registry + copy / builder push {local_m / direct_m:.3f}"
