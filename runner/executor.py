@@ -88,6 +88,9 @@ PIPELINE: tuple[tuple[str, ExecutionStatus], ...] = (
 
 #: How long the finalisation (cleanup after an abort, log flush, result, final status) may take.
 FINAL_REPORT_SECONDS = 120.0
+#: Status changes and outputs are retried across an outage until the job's own deadline (the
+#: cancel scope they run in), not for a fixed time: an outage must not fail a running job.
+UNTIL_THE_JOB_DEADLINE = float("inf")
 CLEANUP_AFTER_ABORT_SECONDS = 60.0
 #: How long closing the handler's resources (``ctx.resources``) may take.
 RESOURCES_CLOSE_SECONDS = 30.0
@@ -213,7 +216,13 @@ class StatusReporter:
             raise RuntimeError(
                 f"illegal execution transition {self.current} -> {status} (allowed: {allowed})"
             )
-        await self.api.update_execution(self.job_id, self.execution_id, status)
+        # Across an outage of the control plane: bounded by the job's own deadline (its scope).
+        await with_retries(
+            lambda: self.api.update_execution(
+                self.job_id, self.execution_id, status, retry=RetryPolicy(attempts=1)
+            ),
+            deadline=UNTIL_THE_JOB_DEADLINE,
+        )
         self.current = status
         if status == ExecutionStatus.IN_PROGRESS:
             # The one status worth a journal write: an orphan was past its set-up.
@@ -476,10 +485,19 @@ class JobRun:
             elif step == "execute":
                 await handler.execute(ctx)
             elif step == "outputs":
-                await self.deps.api.post_outputs(self.job.id, self.execution_id, ctx.outputs or {})
+                await self._post_outputs(ctx.outputs or {})
             elif step == "cleanup":
                 await handler.cleanup(ctx)
             metrics.step_seconds.observe(time.monotonic() - began, self.job.type, step)
+
+    async def _post_outputs(self, outputs: dict[str, Any]) -> None:
+        """Across an outage of the control plane, bounded by the job's deadline (its scope)."""
+        await with_retries(
+            lambda: self.deps.api.post_outputs(
+                self.job.id, self.execution_id, outputs, retry=RetryPolicy(attempts=1)
+            ),
+            deadline=UNTIL_THE_JOB_DEADLINE,
+        )
 
     async def _fetch_plan(self, ctx: JobContext, handler: Handler) -> None:
         model_owner = type(handler)
