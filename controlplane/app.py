@@ -18,7 +18,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from controlplane import routes_jobs, routes_logs, routes_operator, routes_runners, routes_terraform
+from controlplane import (
+    routes_actions,
+    routes_apps,
+    routes_helm,
+    routes_jobs,
+    routes_logs,
+    routes_operator,
+    routes_runners,
+    routes_terraform,
+)
 from controlplane.errors import APIError
 from controlplane.http import json_response, store_of
 from controlplane.logs import logger
@@ -94,6 +103,9 @@ def create_app(store: Store, options: ControlPlaneOptions | None = None) -> Star
         *routes_logs.ROUTES,
         *routes_operator.ROUTES,
         *routes_terraform.ROUTES,
+        *routes_apps.ROUTES,
+        *routes_helm.ROUTES,
+        *routes_actions.ROUTES,
         Route("/livez", livez, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/version", version, methods=["GET"]),

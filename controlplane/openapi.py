@@ -62,6 +62,7 @@ RESPONSE_SCHEMAS: dict[str, S] = {
             "platform": _STR,
             "long_poll_jobs": _BOOL,
             "job_group_parallelism": {"type": ["object", "null"], "additionalProperties": _STR},
+            "log_accept_encodings": {"type": "array", "items": _STR},
         },
         [
             "id",
@@ -491,14 +492,7 @@ def _operations() -> dict[str, dict[str, S]]:
         "/v1/orgs/current": {
             "get": _operation("getCurrentOrg", "the caller's org", {200: _json(_ref("Org"))})
         },
-        "/v1/apps/{app_id}/config/{app_config_id}": {
-            "get": _operation(
-                "getAppConfig",
-                "app config (none exist here: always 404)",
-                {200: _json({"type": "object"})},
-                params=[_path_param("app_id"), _path_param("app_config_id")],
-            )
-        },
+        **_reference_operations(jid),
         "/v1/runner-jobs/{job_id}": {
             "get": _operation("getRunnerJob", "get a job", {200: _json(_ref("Job"))}, params=[jid]),
             "patch": _operation(
@@ -712,6 +706,128 @@ def _operations() -> dict[str, dict[str, S]]:
                 {200: _json({"type": "array", "items": _ref("TerraformStateRevision")})},
                 params=[wid],
             ),
+        },
+    }
+
+
+_OBJECT: S = {"type": "object"}
+_RELEASE: S = {"type": "object", "description": "Helm release/v1.Release JSON plus labels"}
+_RELEASES: S = {"type": "array", "items": _RELEASE}
+
+
+def _reference_operations(jid: S) -> dict[str, dict[str, S]]:
+    """App configs, helm release storage and action workflows (docs/runner-api.md §8, §9)."""
+    app = [_path_param("app_id"), _path_param("app_config_id")]
+    helm = [_path_param("helm_chart_id"), _path_param("namespace")]
+    key = [*helm, _path_param("key")]
+    install = _path_param("install_id")
+    return {
+        "/v1/apps/{app_id}/config/{app_config_id}": {
+            "get": _operation("getAppConfig", "an app config, by its id", {200: _json(_OBJECT)}, params=app),
+            "put": _operation(
+                "putAppConfig",
+                "store an app config (ours, admin)",
+                {200: _json(_OBJECT)},
+                params=app,
+                body={"required": True, "content": _json(_OBJECT)},
+                errors=_WRITE,
+            ),
+        },
+        "/v1/runner-jobs/{job_id}/app-config": {
+            "post": _operation(
+                "attachAppConfig",
+                "store an app config under the ids the job's plan names (ours, admin)",
+                {201: _json(_OBJECT)},
+                params=[jid],
+                body={"required": True, "content": _json(_OBJECT)},
+                errors=_WRITE,
+            )
+        },
+        "/v1/helm-releases/{helm_chart_id}/releases/{namespace}": {
+            "get": _operation(
+                "getHelmReleases", "every release of the chart", {200: _json(_RELEASES)}, params=helm
+            )
+        },
+        "/v1/helm-releases/{helm_chart_id}/releases/{namespace}/query": {
+            "get": _operation(
+                "queryHelmReleases",
+                "releases matching the labels (404 when none)",
+                {200: _json(_RELEASES)},
+                params=[
+                    *helm,
+                    *(
+                        _query(name, _STR)
+                        for name in ("name", "owner", "status", "version", "createdAt", "modifiedAt")
+                    ),
+                ],
+            )
+        },
+        "/v1/helm-releases/{helm_chart_id}/releases/{namespace}/{key}": {
+            "get": _operation("getHelmRelease", "one release", {200: _json(_RELEASE)}, params=key),
+            "post": _operation(
+                "createHelmRelease",
+                "store a release (409 when it exists)",
+                {201: _json(_OBJECT)},
+                params=key,
+                body={"required": True, "content": _json(_RELEASE)},
+                errors=(*_WRITE, 409),
+            ),
+            "put": _operation(
+                "updateHelmRelease",
+                "replace a release (404 when missing)",
+                {200: _json({"type": "null"})},
+                params=key,
+                body={"required": True, "content": _json(_RELEASE)},
+                errors=_WRITE,
+            ),
+            "delete": _operation(
+                "deleteHelmRelease", "delete a release", {200: _json({"type": "null"})}, params=key
+            ),
+        },
+        "/v1/installs/{install_id}/action-workflows/runs": {
+            "post": _operation(
+                "createInstallActionWorkflowRun",
+                "a run of a config, one pending step per config step (ours, admin)",
+                {201: _json(_OBJECT)},
+                params=[install],
+                body={"required": True, "content": _json(_OBJECT)},
+                errors=_WRITE,
+            )
+        },
+        "/v1/installs/{install_id}/action-workflows/runs/{run_id}": {
+            "get": _operation(
+                "getInstallActionWorkflowRun",
+                "a run with its steps and config",
+                {200: _json(_OBJECT)},
+                params=[install, _path_param("run_id")],
+            )
+        },
+        "/v1/action-workflows/configs": {
+            "post": _operation(
+                "createActionWorkflowConfig",
+                "an action workflow config (ours, admin)",
+                {201: _json(_OBJECT)},
+                body={"required": True, "content": _json(_OBJECT)},
+                errors=_WRITE,
+            )
+        },
+        "/v1/action-workflows/configs/{config_id}": {
+            "get": _operation(
+                "getActionWorkflowConfig",
+                "an action workflow config (timeout in ns)",
+                {200: _json(_OBJECT)},
+                params=[_path_param("config_id")],
+            )
+        },
+        "/v1/installs/{install_id}/action-workflow-runs/{workflow_run_id}/steps/{step_id}": {
+            "put": _operation(
+                "updateInstallActionWorkflowRunStep",
+                "a step's status and duration (found by step id alone)",
+                {200: _json(_OBJECT)},
+                params=[install, _path_param("workflow_run_id"), _path_param("step_id")],
+                body={"required": True, "content": _json(_OBJECT)},
+                errors=_WRITE,
+            )
         },
     }
 

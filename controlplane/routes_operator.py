@@ -144,6 +144,26 @@ async def cancel_job(request: Request) -> Response:
     return json_response(render.job(row, base_url(request), detail=True))
 
 
+_GO_SLOG_LEVEL = re.compile(r"(?i:debug|info|warn|error)([+-]\d+)?")
+
+
+def reference_logging_level(level: str) -> str:
+    """``level`` as stored, if the reference runner can start with it, else a 400.
+
+    The reference parses ``logging_level`` with Go's ``slog.Level.UnmarshalText`` at start-up and
+    exits when it fails (``bins/runner/internal/pkg/settings/fetch.go``): only DEBUG, INFO, WARN or
+    ERROR in any case, with an optional ``+n``/``-n`` offset. ``warning``, ``trace`` or an empty
+    value would stop every reference runner of the group (docs/runner-api.md §2.3).
+    """
+    if not _GO_SLOG_LEVEL.fullmatch(level):
+        raise BadRequest(
+            f"logging_level {level!r} is not one the reference runner parses (DEBUG, INFO, WARN or"
+            " ERROR, optionally with +n/-n)",
+            error="invalid request",
+        )
+    return level.upper()
+
+
 async def patch_settings(request: Request) -> Response:
     principal = await authenticate(request)
     principal.require_admin()
@@ -153,7 +173,7 @@ async def patch_settings(request: Request) -> Response:
         fields["job_group_parallelism"] = {k: str(v) for k, v in fields["job_group_parallelism"].items()}
     fields = {k: v for k, v in fields.items() if v is not None or k == "job_group_parallelism"}
     if isinstance(fields.get("logging_level"), str):
-        fields["logging_level"] = fields["logging_level"].upper()
+        fields["logging_level"] = reference_logging_level(fields["logging_level"])
     row = await store_of(request).patch_settings(request.path_params["runner_id"], fields)
     return json_response(render.settings(row, base_url(request)))
 

@@ -216,15 +216,6 @@ async def current_org(request: Request) -> Response:
     return json_response({"id": org_id, "name": "local", "sandbox_mode": False})
 
 
-async def app_config(request: Request) -> Response:
-    """We have no apps: a runner that needs an app config learns it here with a clear 404."""
-    principal = await authenticate(request)
-    principal.require_org_member()
-    raise NotFound(
-        f"app config {request.path_params['app_config_id']} not found: the embedded control plane has no apps"
-    )
-
-
 ROUTES = [
     Route("/v1/runners/{runner_id}", get_runner, methods=["GET"]),
     Route("/v1/runners/{runner_id}/settings", get_settings, methods=["GET"]),
@@ -237,5 +228,4 @@ ROUTES = [
     Route("/v1/runners/{runner_id}/traces", otel_sink, methods=["POST"]),
     Route("/v1/runners/{runner_id}/metrics", otel_sink, methods=["POST"]),
     Route("/v1/orgs/current", current_org, methods=["GET"]),
-    Route("/v1/apps/{app_id}/config/{app_config_id}", app_config, methods=["GET"]),
 ]

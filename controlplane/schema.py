@@ -132,4 +132,34 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE heartbeats ADD COLUMN instance_id TEXT NOT NULL DEFAULT '';
         """,
     ),
+    (
+        4,
+        "app configs, helm release storage, action workflows (issue 10; docs/runner-api.md §8, §9)",
+        """
+        CREATE TABLE app_configs (
+            id TEXT PRIMARY KEY, org_id TEXT NOT NULL, app_id TEXT NOT NULL, job_id TEXT,
+            config TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+        CREATE TABLE helm_releases (
+            helm_chart_id TEXT NOT NULL, key TEXT NOT NULL, org_id TEXT NOT NULL,
+            namespace TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL,
+            status TEXT NOT NULL, owner TEXT NOT NULL, type TEXT NOT NULL, body TEXT NOT NULL,
+            labels TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+            PRIMARY KEY (helm_chart_id, key));
+        CREATE INDEX helm_releases_namespace ON helm_releases (helm_chart_id, namespace);
+        CREATE TABLE action_workflow_configs (
+            id TEXT PRIMARY KEY, org_id TEXT NOT NULL, action_workflow_id TEXT NOT NULL,
+            app_id TEXT NOT NULL, timeout INTEGER NOT NULL, config TEXT NOT NULL,
+            created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+        CREATE TABLE action_workflow_runs (
+            id TEXT PRIMARY KEY, org_id TEXT NOT NULL, install_id TEXT NOT NULL,
+            action_workflow_config_id TEXT NOT NULL, status TEXT NOT NULL, run_env_vars TEXT NOT NULL,
+            trigger_type TEXT NOT NULL, runner_job_id TEXT,
+            created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+        CREATE TABLE action_workflow_run_steps (
+            id TEXT PRIMARY KEY, run_id TEXT NOT NULL, org_id TEXT NOT NULL, idx INTEGER NOT NULL,
+            step_id TEXT NOT NULL, status TEXT NOT NULL, execution_duration INTEGER NOT NULL,
+            created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+        CREATE INDEX action_workflow_run_steps_run ON action_workflow_run_steps (run_id, idx);
+        """,
+    ),
 ]

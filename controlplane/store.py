@@ -17,7 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from controlplane.db import Database
+from controlplane.store_actions import ActionWorkflowStore
+from controlplane.store_apps import AppConfigStore
 from controlplane.store_base import JobSpec, LogRecord, MonitorReport, Row
+from controlplane.store_helm import HelmReleaseStore
 from controlplane.store_identity import IdentityStore
 from controlplane.store_jobs import JobStore
 from controlplane.store_logs import LogStore
@@ -25,7 +28,16 @@ from controlplane.store_monitor import MonitorStore
 from controlplane.store_terraform import TerraformStore
 
 
-class Store(IdentityStore, JobStore, LogStore, TerraformStore, MonitorStore):
+class Store(
+    IdentityStore,
+    JobStore,
+    LogStore,
+    TerraformStore,
+    MonitorStore,
+    AppConfigStore,
+    HelmReleaseStore,
+    ActionWorkflowStore,
+):
     @classmethod
     def open(cls, path: Path | None) -> Store:
         """Open (and migrate) the database at ``path``; None means in memory."""
