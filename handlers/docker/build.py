@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -58,48 +59,51 @@ class DockerBuildError(HandlerError):
     """The build itself failed: the builder's message, the failed step's exit code."""
 
 
+async def _probe_docker(ctx: JobContext, settings: DockerSettings) -> Probe:
+    try:
+        docker = base_command("docker", settings)
+    except HandlerError as exc:
+        return Probe(docker_detail=str(exc))
+    done = await ctx.processes.run(
+        [*docker, "version", "--format", "{{json .}}"], capture_stdout=True, check=False
+    )
+    client, server = parse_docker_version(done.stdout)
+    found = Probe(docker_cli=True, docker_client_version=client, docker_server_version=server)
+    if done.returncode != 0 or not server:
+        tail = done.stderr_tail[-1] if done.stderr_tail else f"exit code {done.returncode}"
+        where = settings.host or "the default socket"
+        return replace(found, docker_detail=f"dockerd at {where} did not answer: {tail}")
+    buildx = False
+    if not docker_has_buildkit(client, buildx=False):  # a 23+ CLI has BuildKit only with buildx
+        answer = await ctx.processes.run([*docker, "buildx", "version"], capture_stdout=True, check=False)
+        buildx = answer.returncode == 0
+    return replace(found, docker_daemon=True, docker_buildx=buildx)
+
+
+async def _probe_podman(ctx: JobContext, settings: DockerSettings, found: Probe) -> Probe:
+    try:
+        podman = base_command("podman", settings)
+    except HandlerError as exc:
+        return replace(found, podman_detail=str(exc))
+    done = await ctx.processes.run(
+        [*podman, "version", "--format", "{{.Client.Version}}"], capture_stdout=True, check=False
+    )
+    if done.returncode != 0:
+        detail = done.stderr_tail[-1] if done.stderr_tail else "podman version failed"
+        return replace(found, podman_detail=detail)
+    version = (done.stdout or b"").decode(errors="replace").strip()
+    return replace(found, podman=True, podman_version=version)
+
+
 async def probe_builders(ctx: JobContext, settings: DockerSettings) -> Probe:
-    """Ask what is there: the docker CLI and its daemon (unless podman is forced), podman."""
-    facts: dict[str, object] = {}
+    """Ask what is there: the docker CLI and its daemon (unless podman is forced), then podman
+    (unless docker is forced or a dockerd answered: auto would not take it)."""
+    found = Probe()
     if settings.builder in ("auto", "docker"):
-        try:
-            docker = base_command("docker", settings)
-        except HandlerError as exc:
-            facts["docker_detail"] = str(exc)
-        else:
-            facts["docker_cli"] = True
-            done = await ctx.processes.run(
-                [*docker, "version", "--format", "{{json .}}"], capture_stdout=True, check=False
-            )
-            client, server = parse_docker_version(done.stdout)
-            facts["docker_client_version"] = client
-            facts["docker_server_version"] = server
-            if done.returncode == 0 and server:
-                facts["docker_daemon"] = True
-                if not docker_has_buildkit(client, buildx=False):  # 23+: BuildKit only with buildx
-                    buildx = await ctx.processes.run(
-                        [*docker, "buildx", "version"], capture_stdout=True, check=False
-                    )
-                    facts["docker_buildx"] = buildx.returncode == 0
-            else:
-                tail = done.stderr_tail[-1] if done.stderr_tail else f"exit code {done.returncode}"
-                where = settings.host or "the default socket"
-                facts["docker_detail"] = f"dockerd at {where} did not answer: {tail}"
-    if settings.builder in ("auto", "podman") and not facts.get("docker_daemon"):
-        try:
-            podman = base_command("podman", settings)
-        except HandlerError as exc:
-            facts["podman_detail"] = str(exc)
-        else:
-            done = await ctx.processes.run(
-                [*podman, "version", "--format", "{{.Client.Version}}"], capture_stdout=True, check=False
-            )
-            if done.returncode == 0:
-                facts["podman"] = True
-                facts["podman_version"] = (done.stdout or b"").decode(errors="replace").strip()
-            else:
-                facts["podman_detail"] = done.stderr_tail[-1] if done.stderr_tail else "podman version failed"
-    return Probe(**facts)  # type: ignore[arg-type]
+        found = await _probe_docker(ctx, settings)
+    if settings.builder in ("auto", "podman") and not found.docker_daemon:
+        found = await _probe_podman(ctx, settings, found)
+    return found
 
 
 class DockerBuildHandler(Handler):

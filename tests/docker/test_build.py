@@ -312,3 +312,35 @@ def test_push_authenticates_with_basic_bearer_and_ecr_credentials(
     )
     assert password not in logs
     assert "secret-key-for-the-test" not in logs
+
+
+def test_auto_takes_podman_when_no_dockerd_answers_and_says_so(
+    podman_env: PodmanEnv,
+    runner_process_factory: Callable[..., Any],
+    operator: Any,
+    git_server: GitServer,
+    oci_registry: RegistryServer,
+    tmp_path: Path,
+) -> None:
+    """The in-pod case: no DinD sidecar, so ``auto`` builds with podman."""
+    _start(
+        runner_process_factory,
+        {
+            "RUNNER_DOCKER_BUILDER": "auto",
+            "RUNNER_DOCKER_HOST": f"unix://{tmp_path}/no-dockerd.sock",
+            "RUNNER_DOCKER_PODMAN_ROOT": str(podman_env.root),
+        },
+    )
+    url = git_server.create("auto", {"Dockerfile": f"FROM {BASE_IMAGE}\nRUN echo auto > /auto.txt\n"})
+    plan = {
+        "git_source": {"url": url, "ref": "main"},
+        "dst_registry": {"RegistryType": "private_oci", "Repository": f"{oci_registry.host}/e2e/auto"},
+        "docker_build_plan": {},
+    }
+    job = run_job(operator, "docker-build", plan, owner_id="bld-auto")
+    logs = log_text(operator, job)
+    assert job["status"] == "finished", json.dumps(failure(operator, job))[:3000] + logs[-3000:]
+    assert "builder: podman" in logs
+    assert f"auto: no dockerd (dockerd at unix://{tmp_path}/no-dockerd.sock did not answer" in logs
+    _, _, files = read_pushed_image(oci_registry.host, "e2e/auto", "bld-auto")
+    assert files["auto.txt"] == b"auto\n"
