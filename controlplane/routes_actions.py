@@ -47,6 +47,8 @@ class StepConfigBody(Body):
     env_vars: dict[str, StrictStr] = Field(default_factory=dict)
     public_git_vcs_config: GitSource | None = None
     connected_github_vcs_config: GitSource | None = None
+    #: Ours: the step's own timeout in nanoseconds (0: only the workflow's); served as given.
+    timeout: Annotated[StrictInt, Field(ge=0)] = 0
 
 
 class ActionConfigBody(Body):

@@ -151,3 +151,28 @@ class RunnerHandlerAPI:
             raise APIRequestFailed(str(exc), status=exc.status, body=exc.body.encode()) from exc
         except TransportError as exc:
             raise APIUnreachable(str(exc)) from exc
+
+    async def action_workflow_run(self, install_id: str, run_id: str) -> dict[str, Any]:
+        return await _json_call(self._client.get_action_workflow_run(install_id, run_id))
+
+    async def action_workflow_config(self, config_id: str) -> dict[str, Any]:
+        return await _json_call(self._client.get_action_workflow_config(config_id))
+
+    async def update_action_workflow_step(
+        self, install_id: str, workflow_run_id: str, step_id: str, *, status: str, execution_duration_ns: int
+    ) -> dict[str, Any]:
+        return await _json_call(
+            self._client.update_action_workflow_step(
+                install_id, workflow_run_id, step_id, status, execution_duration_ns
+            )
+        )
+
+
+async def _json_call(call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """A typed client call, its failures as the SDK's errors."""
+    try:
+        return await call
+    except APIError as exc:
+        raise APIRequestFailed(str(exc), status=exc.status, body=exc.body.encode()) from exc
+    except TransportError as exc:
+        raise APIUnreachable(str(exc)) from exc

@@ -174,6 +174,17 @@ class NoAPI:
     async def post_terraform_state_json(self, workspace_id: str, job_id: str, state_json: bytes) -> None:
         raise self._refuse("post_terraform_state_json")
 
+    async def action_workflow_run(self, install_id: str, run_id: str) -> dict[str, Any]:
+        raise self._refuse("action_workflow_run")
+
+    async def action_workflow_config(self, config_id: str) -> dict[str, Any]:
+        raise self._refuse("action_workflow_config")
+
+    async def update_action_workflow_step(
+        self, install_id: str, workflow_run_id: str, step_id: str, *, status: str, execution_duration_ns: int
+    ) -> dict[str, Any]:
+        raise self._refuse("update_action_workflow_step")
+
 
 class NoControl:
     """A ``RunnerControl`` that records shutdown requests instead of stopping anything."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -359,6 +360,33 @@ class RunnerClient:
     async def get_app_config(self, app_id: str, app_config_id: str) -> dict[str, Any]:
         data = await self._json("GET", f"/v1/apps/{app_id}/config/{app_config_id}")
         return data if isinstance(data, dict) else {}
+
+    # ------------------------------------------------------------------ action workflows
+    async def get_action_workflow_run(self, install_id: str, run_id: str) -> dict[str, Any]:
+        path = f"/v1/installs/{_seg(install_id)}/action-workflows/runs/{_seg(run_id)}"
+        data = await self._json("GET", path)
+        return data if isinstance(data, dict) else {}
+
+    async def get_action_workflow_config(self, config_id: str) -> dict[str, Any]:
+        data = await self._json("GET", f"/v1/action-workflows/configs/{_seg(config_id)}")
+        return data if isinstance(data, dict) else {}
+
+    async def update_action_workflow_step(
+        self, install_id: str, workflow_run_id: str, step_id: str, status: str, execution_duration_ns: int
+    ) -> dict[str, Any]:
+        """Idempotent (the same status and duration again), so retried like the other reports."""
+        path = (
+            f"/v1/installs/{_seg(install_id)}/action-workflow-runs/{_seg(workflow_run_id)}"
+            f"/steps/{_seg(step_id)}"
+        )
+        body = {"status": status, "execution_duration": int(execution_duration_ns)}
+        data = await self._json("PUT", path, json=body)
+        return data if isinstance(data, dict) else {}
+
+
+def _seg(value: str) -> str:
+    """One path segment: an id from a plan never adds a segment or a query."""
+    return quote(value, safe="")
 
 
 async def with_retries(

@@ -328,6 +328,8 @@ class ActionWorkflowRunPlan(BasePlan):
     override_env_vars: dict[str, str] | None = None
     cluster_info: ClusterInfo | None = None
     aws_auth: AWSAuth | None = None
+    #: Ours (the contract's action plan has none): the runner's Azure identity for the steps.
+    azure_auth: AzureAuth | None = None
 
 
 class KubernetesSecret(PlanModel):

@@ -28,6 +28,7 @@ from runner.sdk.handler import (
     SecretRegistry,
 )
 from runner.sdk.ports import (
+    ActionWorkflowAPI,
     APIReply,
     APIRequestFailed,
     APIUnreachable,
@@ -52,6 +53,7 @@ __all__ = [
     "APIReply",
     "APIRequestFailed",
     "APIUnreachable",
+    "ActionWorkflowAPI",
     "AppConfigAPI",
     "BasePlan",
     "ChildProcessFailed",

@@ -82,7 +82,27 @@ class TerraformBackendAPI(Protocol):
         ...
 
 
-class HandlerAPI(AppConfigAPI, TerraformBackendAPI, Protocol):
+class ActionWorkflowAPI(Protocol):
+    """Action workflow runs (docs/runner-api.md §3.13), for an ``actions-workflow`` job: the run
+    and its config as the control plane returns them, and each step's status."""
+
+    async def action_workflow_run(self, install_id: str, run_id: str) -> dict[str, Any]:
+        """``GET /v1/installs/{install_id}/action-workflows/runs/{run_id}``."""
+        ...
+
+    async def action_workflow_config(self, config_id: str) -> dict[str, Any]:
+        """``GET /v1/action-workflows/configs/{config_id}``."""
+        ...
+
+    async def update_action_workflow_step(
+        self, install_id: str, workflow_run_id: str, step_id: str, *, status: str, execution_duration_ns: int
+    ) -> dict[str, Any]:
+        """``PUT /v1/installs/{install_id}/action-workflow-runs/{workflow_run_id}/steps/{step_id}``
+        ``{status, execution_duration}`` (nanoseconds); ``step_id`` is the run step's id."""
+        ...
+
+
+class HandlerAPI(AppConfigAPI, TerraformBackendAPI, ActionWorkflowAPI, Protocol):
     """Every control-plane call a handler may make; nothing else of the runner API."""
 
 
