@@ -30,9 +30,8 @@ def decode_state_json(body: bytes) -> bytes:
     is read as the real server reads it (trim, then standard base64). Raises ``ValueError`` when
     neither fits.
     """
-    stripped = body.strip()
-    if stripped.startswith(b"{"):
-        return stripped
+    if body.lstrip().startswith(b"{"):
+        return body
     try:
         return base64.b64decode(body.strip(_TRIM), validate=True)
     except (binascii.Error, ValueError) as exc:
