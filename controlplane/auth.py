@@ -1,6 +1,6 @@
 """Who is calling, and what they may touch.
 
-Three kinds of bearer token exist (runner-api.md §2, plus our fixes of §12.1):
+Three kinds of bearer token exist (docs/runner-api.md §1.1, §5.4):
 * ``admin``: everything, including the operator API;
 * ``runner``: its own runner's endpoints, and the jobs, executions, log streams and terraform
   workspaces of that runner and its org;

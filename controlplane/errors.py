@@ -1,4 +1,4 @@
-"""API errors in the contract's shape ``{"error", "description", "user_error"}`` (runner-api.md §1.5).
+"""API errors in the contract's shape ``{"error", "description", "user_error"}`` (docs/runner-api.md §1.3).
 
 The store and the routes raise these; one exception handler turns them into responses, so no
 code path builds an error body by hand.

@@ -27,7 +27,7 @@ QUERY_INT_MAX = 2**31 - 1
 
 
 class JSONResponse(Response):
-    """Compact JSON: no spaces (runner-api.md §2.2), no pretty printing, no escaping of UTF-8."""
+    """Compact JSON: no spaces (docs/runner-api.md §14.5), no pretty printing, no escaping of UTF-8."""
 
     media_type = JSON_TYPE
 

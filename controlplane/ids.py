@@ -1,4 +1,4 @@
-"""Ids in the contract's shape: a 3-letter prefix and 23 characters of [0-9a-z] (runner-api.md §1.4).
+"""Ids in the contract's shape: a 3-letter prefix and 23 characters of [0-9a-z] (docs/runner-api.md §1.2).
 
 Tokens use the same shape (``tok…``); 23 base-36 characters carry about 119 random bits, which is
 plenty for a bearer token that never leaves loopback by default.

@@ -847,7 +847,7 @@ def openapi_document(version: str) -> S:
         "info": {
             "title": "byoc-runner embedded control plane",
             "version": version,
-            "description": "The runner API (runner-api.md §3) plus a small operator API, served over SQLite.",
+            "description": "The runner API (docs/runner-api.md) and an operator API, over SQLite.",
         },
         "security": [{"bearerAuth": []}, {"tokenQuery": []}],
         "paths": _operations(),

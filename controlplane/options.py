@@ -1,6 +1,6 @@
 """Tunables of the control plane and the identity it hands out.
 
-The defaults are the contract's (runner-api.md §6.2, §6.7: 15 s offline, 1 minute restart grace);
+The defaults are the contract's (docs/runner-api.md §14.2, §14.3: 15 s offline, 1 minute restart grace);
 tests shrink them through ``ControlPlaneOptions`` or the matching CLI flags.
 """
 

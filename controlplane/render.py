@@ -1,4 +1,4 @@
-"""Store rows -> wire JSON, as the contract names and encodes them (runner-api.md §1.4, §4).
+"""Store rows -> wire JSON, as the contract names and encodes them (docs/runner-api.md §1.2).
 
 Zero values are left out like Go's ``omitzero``; durations stay integer nanoseconds; times
 become RFC 3339; byte columns become standard base64. Everything a runner reads goes through

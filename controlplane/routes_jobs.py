@@ -1,4 +1,4 @@
-"""Job and execution endpoints (runner-api.md §3.6-§3.9), stricter where §12 says so.
+"""Job and execution endpoints (docs/runner-api.md §3, §4), stricter where §12 says so.
 
 * the claim (``POST …/executions``) is atomic: 409 when the job is no longer available;
 * execution PATCHes are checked against ``runner.api.models.EXECUTION_TRANSITIONS`` (409);

@@ -1,4 +1,4 @@
-"""Log streams: OTLP/HTTP protobuf in (runner-api.md §3.10), JSON records out (operator API).
+"""Log streams: OTLP/HTTP protobuf in (docs/runner-api.md §5), JSON records out (operator API).
 
 Writers are the stream's own write token (handed to the runner inside the job), the runner
 token of the stream's runner, or the admin token. Records keep their order, timestamps,

@@ -1,4 +1,4 @@
-"""Runner-facing endpoints about the runner itself and its job queue (runner-api.md §3.1-§3.7).
+"""Runner-facing endpoints about the runner itself and its job queue (docs/runner-api.md §2, §3).
 
 The jobs list is oldest first (we fix the reference's LIFO, §12.16) and, with ``wait``, is a
 long-poll: the request is held until a job becomes available for this runner and group, or the
@@ -32,7 +32,7 @@ from runner.api.models import JobGroup, JobStatus
 
 _STATUSES = frozenset(s.value for s in JobStatus)
 _GROUPS = frozenset(g.value for g in JobGroup)
-#: ``status`` values that mean "no status filter" (runner-api.md §3.5, plus ``any``).
+#: ``status`` values that mean "no status filter" (docs/runner-api.md §3.5, plus ``any``).
 _ANY_STATUS = frozenset({"", "any", "unknown"})
 
 
@@ -202,7 +202,7 @@ async def get_runner_job_plan(request: Request) -> Response:
 
 async def otel_sink(request: Request) -> Response:
     """Traces (200) and metrics (201) are accepted and dropped, as the reference runner never
-    sends them (its client methods are no-ops, runner-api.md §3.10)."""
+    sends them (its client methods are no-ops, docs/runner-api.md §2.5)."""
     principal = await authenticate(request)
     principal.require_runner(request.path_params["runner_id"])
     await store_of(request).get_runner(request.path_params["runner_id"])

@@ -1,4 +1,4 @@
-"""Terraform's HTTP state backend and workspaces (runner-api.md §3.11), with the §12.9 fixes.
+"""Terraform's HTTP state backend and workspaces (docs/runner-api.md §6), with the fixes of §12.
 
 Terraform authenticates with ``?token=`` (it sends no Authorization header). Differences from
 the reference server, all of which terraform itself understands:

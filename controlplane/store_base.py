@@ -36,7 +36,7 @@ STATE_HISTORY = 100
 #: Heartbeats older than this are pruned by the monitor; only the newest one matters.
 HEARTBEAT_RETENTION_NS = 24 * 3600 * NS
 
-#: What each terminal execution status makes of the job (runner-api.md §6.3, with our fixes:
+#: What each terminal execution status makes of the job (docs/runner-api.md §14.1, with our fixes:
 #: cancelled and timed-out are terminal for the job too).
 _JOB_AFTER_EXECUTION: dict[str, tuple[str, str]] = {
     "finished": ("finished", "finished"),

@@ -261,7 +261,7 @@ class IdentityStore(StoreBase):
 
         A heartbeat's ``started_at`` (``created_at - alive_time``) later than an execution's
         ``created_at`` plus the grace means the runner process that ran it is gone
-        (runner-api.md §6.3). Returns the heartbeat row and the cancelled execution ids.
+        (docs/runner-api.md §14.3). Returns the heartbeat row and the cancelled execution ids.
 
         ``instance_id`` (ours) names the runner process. A heartbeat from another instance
         while the current one is alive (it heartbeated within ``duplicate_window``) is a second

@@ -82,7 +82,7 @@ class JobStore(StoreBase):
                 (token_hash(write_token), new_id("tok"), LOG_STREAM, org_id, runner_id, stream_id, now),
             )
             # Queued and made available in one transaction: this control plane has no serial
-            # per-runner event loop (runner-api.md §6.1), any number of jobs may be available.
+            # per-runner event loop (docs/runner-api.md §14.1), any number of jobs may be available.
             conn.execute(
                 "INSERT INTO runner_jobs (id, org_id, runner_id, owner_id, owner_type, log_stream_id,"
                 " queue_timeout, available_timeout, execution_timeout, overall_timeout, max_executions,"

@@ -81,7 +81,7 @@ def parse_wait(text: str) -> float:
 
 
 def dumps(value: Any) -> bytes:
-    """Compact JSON (no spaces: the init scripts grep the settings, runner-api.md §2.2)."""
+    """Compact JSON (no spaces: the init scripts grep the settings, docs/runner-api.md §14.5)."""
     # backslashreplace turns a stray lone surrogate into its own JSON escape instead of failing.
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
 

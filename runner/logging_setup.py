@@ -1,7 +1,7 @@
 """The runner's own logs: structlog to stdout, JSON by default, masked, level changeable live.
 
 Why: the reference runner's "system" logger has no processor and silently discards everything
-(reference-runner.md §5.3), so heartbeat and poll errors are recorded nowhere. Here every line
+(docs/runner-api.md §5.6), so heartbeat and poll errors are recorded nowhere. Here every line
 goes to stdout (JSON for log collectors, or a readable console rendering with
 ``--log-format console``), library loggers that use ``logging`` (uvicorn, httpx) are rendered
 through the same chain, and the final rendered line passes through the runner-wide ``Redactor``
@@ -53,7 +53,7 @@ def parse_level(level: str | int) -> int:
     """A level name as used by settings (``DEBUG|INFO|WARN|ERROR``, Go slog style) -> number.
 
     Unknown names fall back to INFO rather than failing: the reference runner refuses to start on
-    an empty ``logging_level`` (reference-runner.md §8.2 item 6), we do not.
+    an empty ``logging_level`` (docs/runner-api.md §2.3), we do not.
     """
     if isinstance(level, int):
         return level

@@ -1,4 +1,4 @@
-"""Wire models and enums of the runner API (runner-api.md §4, §5).
+"""Wire models and enums of the runner API (docs/runner-api.md §1.2, §3.1, §4).
 
 Both the agent and the embedded control plane import this module and nothing else of each
 other, so the contract lives in exactly one place: JSON names, nanosecond durations, the
@@ -8,7 +8,7 @@ Conventions that come from the Go server and matter on the wire:
 * every ``time.Duration`` is an integer number of nanoseconds (``NsDuration``);
 * the server leaves zero values out (``omitzero``), so every field has a zero default and
   ``to_wire`` drops ``None``;
-* unknown keys are ignored, because newer servers add fields (runner-api.md §11).
+* unknown keys are ignored, because newer servers add fields (docs/runner-api.md §1.2).
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ TERMINAL_JOB_STATUSES = frozenset(
     }
 )
 
-#: Job statuses that make a runner abort the execution it is running (runner-api.md §6.5).
+#: Job statuses that make a runner abort the execution it is running (docs/runner-api.md §3.2, §14.4).
 ABORT_JOB_STATUSES = frozenset({JobStatus.CANCELLED, JobStatus.TIMED_OUT, JobStatus.FAILED})
 
 
@@ -180,7 +180,8 @@ class JobGroup(StrEnum):
     ANY = "any"
 
 
-#: The groups a runner polls by default (runner-api.md §7.1 `runner run`, plus management).
+#: The groups a runner polls by default (docs/runner-api.md §2.2: the reference's ``runner run``
+#: groups, plus management).
 DEFAULT_POLLED_GROUPS: tuple[str, ...] = ("operations", "build", "sync", "deploy", "sandbox", "actions")
 
 
@@ -307,7 +308,7 @@ class RunnerGroupSettings(Timestamps):
     aws_tags: Hstore | None = None
     local_aws_iam_role_arn: str | None = None
     platform: str = ""
-    #: Ours (runner-api.md §11 "runner-job-long-poll"): the jobs list accepts ``wait``.
+    #: Ours (docs/runner-api.md §2.2, §3.5): the jobs list accepts ``wait``.
     long_poll_jobs: bool = False
     #: Ours, like the newer API's ``job_group_parallelism``: {"build": "2"}.
     job_group_parallelism: dict[str, str] | None = None
@@ -423,7 +424,7 @@ class UpdateJobRequest(WireModel):
 
 
 class ResultRequest(WireModel):
-    """What the runner POSTs to ``…/result`` (runner-api.md §3.9).
+    """What the runner POSTs to ``…/result`` (docs/runner-api.md §4.3).
 
     ``contents_compressed`` and ``contents_display_compressed`` are base64-URL (padded).
     """
@@ -447,7 +448,7 @@ class ErrorResponse(WireModel):
     description: str = ""
 
 
-# terraform backend models (runner-api.md §4.11)
+# terraform backend models (docs/runner-api.md §6)
 
 
 class TerraformLock(WireModel):

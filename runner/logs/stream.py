@@ -1,7 +1,7 @@
 """One job's log stream: an in-memory queue, a shipper task, and a spool file when needed.
 
 Why this shape: the reference runner batches 25 records every 5 s and loses the tail of a job's
-log when its flush runs with an already-cancelled context (reference-runner.md §5.1). Here:
+log when its flush runs with an already-cancelled context (docs/runner-api.md §5). Here:
 
 * ``JobLogger`` calls append a tuple to a deque and return (no lock, no I/O, no exception);
 * one shipper task per stream takes batches in order, masks and encodes them, and POSTs them;

@@ -1,4 +1,4 @@
-"""Contract tests for every runner endpoint of the embedded control plane (runner-api.md §3).
+"""Contract tests for every runner endpoint of the embedded control plane (docs/runner-api.md §2-§4).
 
 Real HTTP over loopback against the in-process server; status codes, JSON names, nanosecond
 durations and body types are asserted as the contract states them, plus our §12 fixes.

@@ -1,5 +1,5 @@
 """The dispatcher and monitor: the atomic claim under contention, every timeout path, retries,
-heartbeat-driven ``offline`` and restart detection (runner-api.md §6.3, issue 3 point 4)."""
+heartbeat-driven ``offline`` and restart detection (docs/runner-api.md §14.3, issue 3 point 4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Log ingest decoded from a REAL OpenTelemetry SDK exporter's protobuf (runner-api.md §3.10)."""
+"""Log ingest decoded from a REAL OpenTelemetry SDK exporter's protobuf (docs/runner-api.md §5.1)."""
 
 from __future__ import annotations
 

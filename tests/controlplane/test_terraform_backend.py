@@ -1,4 +1,4 @@
-"""The terraform HTTP backend (runner-api.md §3.11): the API itself, then a real terraform
+"""The terraform HTTP backend (docs/runner-api.md §6): the API itself, then a real terraform
 ``init/plan/apply`` against it, and a second terraform that finds the state locked and is told
 the holder's ID (our 423 fix)."""
 

@@ -49,7 +49,7 @@ def sandbox_plan(module: Path, workspace_id: str, **extra: Any) -> SandboxRunPla
 
 def apply_plan_from(plan: SandboxRunPlan, job: TfJob) -> SandboxRunPlan:
     """What the control plane does: contents_gzip = b64url-decode(contents_compressed), then
-    apply_plan_contents = base64std(contents_gzip) (runner-api.md §7.5)."""
+    apply_plan_contents = base64std(contents_gzip) (docs/runner-api.md §4.5)."""
     result = job.ctx.result
     assert result is not None
     assert result.contents_compressed
