@@ -334,6 +334,13 @@ def jobs_group(
 @click.option(
     "--plan", "plan_file", type=click.File("r"), default=None, help="Plan JSON file, or - for stdin."
 )
+@click.option(
+    "--workflow",
+    "workflow_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="actions-workflow: a workflow file; its action config and run are created first.",
+)
 @click.option("--execution-timeout", type=float, default=None, help="Seconds.")
 @click.option("--available-timeout", type=float, default=None, help="Seconds.")
 @click.option("--max-executions", type=int, default=None)
@@ -349,6 +356,7 @@ def submit_command(
     operation: str | None,
     group: str | None,
     plan_file: Any,
+    workflow_file: Path | None,
     execution_timeout: float | None,
     available_timeout: float | None,
     max_executions: int | None,
@@ -373,9 +381,15 @@ def submit_command(
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--metadata")
         meta[key] = value
     client = _client(ctx)
+    extra: dict[str, Any] = {}
+    if workflow_file is not None:
+        plan, extra = _workflow_plan(client, job_type, workflow_file, plan_file is not None)
+        if execution_timeout is not None:
+            extra = {}
     job = client.submit(
         job_type,
         plan,
+        **extra,
         operation=operation,
         group=group,
         execution_timeout_s=execution_timeout,
@@ -393,6 +407,28 @@ def submit_command(
         _print(_job_detail(job))
     if wait and job.get("status") != "finished":
         sys.exit(1)
+
+
+def _workflow_plan(
+    client: OperatorClient, job_type: str, path: Path, has_plan: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``--workflow``: create the file's action config and run, as the real control plane would
+    have, and return the job's plan and its execution timeout (controlplane/workflow_file.py)."""
+    from controlplane.workflow_file import JOB_TYPE, WorkflowFileError, load_workflow_file
+
+    if job_type != JOB_TYPE:
+        raise click.BadParameter(f"is for --type {JOB_TYPE}, not {job_type!r}", param_hint="--workflow")
+    if has_plan:
+        raise click.BadParameter("excludes --plan: the workflow file makes the plan", param_hint="--workflow")
+    try:
+        spec = load_workflow_file(path)
+    except WorkflowFileError as exc:
+        raise click.BadParameter(str(exc), param_hint="--workflow") from None
+    config = client.json("POST", "/v1/action-workflows/configs", json=spec.config_body())
+    run = client.json(
+        "POST", f"/v1/installs/{spec.install_id}/action-workflows/runs", json=spec.run_body(config["id"])
+    )
+    return spec.plan(config, run), spec.job_fields()
 
 
 @jobs_group.command("list")

@@ -178,6 +178,13 @@ def run(config_file: Path | None, **flags: Any) -> None:
 )
 @click.option("--timeout", "timeout", type=float, default=None, help="Execution timeout in seconds")
 @click.option("--owner-id", default=None, help="The job's owner id (builds tag their artifact with it)")
+@click.option(
+    "--workflow",
+    "workflow_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="actions-workflow: a workflow file (README, 'Action workflows'); creates its config and run",
+)
 @click.option("--log-format", type=click.Choice(["json", "console"]), default="console")
 @_config_option
 def exec_(
@@ -189,6 +196,7 @@ def exec_(
     apply_plan_file: Path | None,
     timeout: float | None,
     owner_id: str | None,
+    workflow_file: Path | None,
     log_format: str,
     config_file: Path | None,
 ) -> None:
@@ -207,6 +215,7 @@ def exec_(
         apply_plan_file=apply_plan_file,
         timeout=timeout,
         owner_id=owner_id,
+        workflow_file=workflow_file,
         log_format=log_format,
         config_file=config_file,
     )

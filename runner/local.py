@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
@@ -33,6 +33,9 @@ from runner.config import Config, ConfigError, _parse_concurrency, load_config
 from runner.daemon import Daemon
 from runner.instance import new_instance_id
 from runner.sdk.handler import ENTRY_POINT_GROUP, HandlerRegistry
+
+if TYPE_CHECKING:
+    from controlplane.workflow_file import WorkflowFile
 
 log = structlog.get_logger("runner.local")
 
@@ -73,6 +76,16 @@ class OperatorAPI:
 
     async def cancel(self, job_id: str) -> None:
         await self._call("POST", f"/v1/runner-jobs/{job_id}/cancel", json={})
+
+    async def create_action_config(self, body: dict[str, Any]) -> dict[str, Any]:
+        config = await self._call("POST", "/v1/action-workflows/configs", json=body)
+        assert isinstance(config, dict)
+        return config
+
+    async def create_action_run(self, install_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        run = await self._call("POST", f"/v1/installs/{install_id}/action-workflows/runs", json=body)
+        assert isinstance(run, dict)
+        return run
 
     async def executions(self, job_id: str) -> list[dict[str, Any]]:
         data = await self._call("GET", f"/v1/runner-jobs/{job_id}/executions")
@@ -126,6 +139,8 @@ class ExecRequest:
     owner_id: str | None
     log_format: str = "console"
     config_file: Path | None = None
+    #: ``--workflow``: an action workflow file (actions-workflow only; no --plan).
+    workflow_file: Path | None = None
 
 
 def read_plan(plan_file: Path | None) -> dict[str, Any]:
@@ -248,6 +263,7 @@ async def run_exec(request: ExecRequest) -> int:
     from controlplane.server import serve
 
     logging_setup.configure_logging(request.log_format, "WARN")
+    workflow = read_workflow(request)
     plan = read_plan(request.plan_file)
     if request.apply_plan_file is not None:
         plan = apply_plan_from_result(plan, request.apply_plan_file)
@@ -270,6 +286,13 @@ async def run_exec(request: ExecRequest) -> int:
             body["execution_timeout"] = int(request.timeout * 1e9)
         if request.owner_id:
             body["owner_id"] = request.owner_id
+        if workflow is not None:  # the control plane's part: config, run, then the plan
+            action_config = await operator.create_action_config(workflow.config_body())
+            run_body = workflow.run_body(action_config["id"])
+            run = await operator.create_action_run(workflow.install_id, run_body)
+            body["plan"] = workflow.plan(action_config, run)
+            if not request.timeout:
+                body.update(workflow.job_fields())
         config = _runner_config(base_config, runner_dir, cp, groups=(group,))
         daemon = Daemon(config, registry=registry, log_tee=console_tee(), install_signal_handlers=False)
         daemon.instance_id = local_instance_id(runner_dir)
@@ -305,6 +328,22 @@ async def run_exec(request: ExecRequest) -> int:
             )
         await operator.aclose()
     return exit_code
+
+
+def read_workflow(request: ExecRequest) -> WorkflowFile | None:
+    """``--workflow FILE`` for an actions-workflow job, checked before anything starts."""
+    if request.workflow_file is None:
+        return None
+    from controlplane.workflow_file import JOB_TYPE, WorkflowFileError, load_workflow_file
+
+    if request.job_type != JOB_TYPE:
+        raise ConfigError(f"--workflow is for --type {JOB_TYPE}, not {request.job_type!r}")
+    if request.plan_file is not None:
+        raise ConfigError("--workflow and --plan exclude each other: the workflow file makes the plan")
+    try:
+        return load_workflow_file(request.workflow_file)
+    except WorkflowFileError as exc:
+        raise ConfigError(f"--workflow {exc}") from None
 
 
 async def _cancel_on_signal(signals: Any, operator: OperatorAPI, job_id: str) -> None:
