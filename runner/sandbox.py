@@ -18,6 +18,7 @@ from typing import ClassVar
 import anyio
 
 from runner.sdk import Handler, HandlerError, JobContext
+from runner.sdk.plans import SandboxMode
 
 FAULT_MESSAGE = "sandbox mode fault injected"
 
@@ -61,8 +62,9 @@ class SandboxHandler(Handler):
         await self._fake_step(ctx, "execute", 1 / 3)
         block = ctx.plan.sandbox_mode
         if block is None or not block.enabled:
-            ctx.set_outputs({})
-            return
+            # Nothing to report, but the family's hook still runs: an actions workflow PUTs its
+            # steps finished whatever the plan's block says, as the reference does.
+            block = SandboxMode()
         await self.real.sandbox(ctx, block)
 
     async def cleanup(self, ctx: JobContext) -> None:

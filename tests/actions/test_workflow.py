@@ -413,3 +413,15 @@ def test_sandbox_mode_puts_every_step_finished_in_five_seconds(
     assert step_statuses(operator, submitted) == [("finished", 5 * 10**9)] * 3
     assert job["outputs"] == {"fake": "yes"}
     assert not marker.exists()
+
+
+def test_sandbox_mode_without_a_sandbox_block_still_puts_the_steps(
+    operator: Any, runner_process_factory: Callable[..., RunnerProcess]
+) -> None:
+    operator.patch_settings(sandbox_mode=True)
+    runner_process_factory(RUNNER_SANDBOX_JOB_DURATION="0.3")
+    submitted = submit_workflow(operator, {"steps": [{"name": "only", "command": "false"}]})
+    job = wait_done(operator, submitted)
+    assert job["status"] == "finished", failure(operator, job)
+    assert step_statuses(operator, submitted) == [("finished", 5 * 10**9)]
+    assert job["outputs"] == {}
