@@ -380,3 +380,54 @@ def test_registry_jobs(
 async def _push(host: str, repo: str, tag: str) -> None:
     async with RegistryClient(host) as client:
         await push_random_image(client, repo, tag, [20_000, 1234], seed="conformance")
+
+
+RUN_PATH = "/v1/installs/{install_id}/action-workflows/runs/{run_id}"
+CONFIG_PATH = "/v1/action-workflows/configs/{config_id}"
+STEP_PATH = "/v1/installs/{install_id}/action-workflow-runs/{workflow_run_id}/steps/{step_id}"
+
+
+def step_put(status: str) -> R:
+    shape = "{status=in-progress}" if status == "in-progress" else f"{{execution_duration,status={status}}}"
+    return R(f"PUT {STEP_PATH} {shape} [runner]")
+
+
+#: The reference fetches the run and its config in Fetch, PUTs each step in-progress then
+#: finished in Exec (``bins/runner/internal/jobs/actions/workflow/``) and writes no result.
+EXPECTED["actions-workflow"] = [
+    CLAIM,
+    patch("initializing"),
+    PLAN,
+    R(f"GET {RUN_PATH} - [runner]"),
+    R(f"GET {CONFIG_PATH} - [runner]"),
+    patch("in-progress"),
+    step_put("in-progress"),
+    step_put("finished"),
+    step_put("in-progress"),
+    step_put("finished"),
+    outputs("{outputs}"),
+    patch("cleaning-up"),
+    RESULT_OK,
+    patch("finished"),
+]
+
+
+def test_actions_workflow(rig: ConformanceRig) -> None:
+    from controlplane.workflow_file import parse_workflow
+
+    spec = parse_workflow(
+        {
+            "steps": [
+                {"name": "one", "inline_contents": 'echo a=1 >> "$NUON_ACTIONS_OUTPUT_FILEPATH"\n'},
+                {"name": "two", "command": "true"},
+            ]
+        }
+    )
+    with rig.cp.operator() as operator:
+        config = operator.json("POST", "/v1/action-workflows/configs", json=spec.config_body())
+        run = operator.json(
+            "POST", f"/v1/installs/{spec.install_id}/action-workflows/runs", json=spec.run_body(config["id"])
+        )
+    job, transcript = rig.run_job("actions-workflow", spec.plan(config, run))
+    assert job["status"] == "finished", job
+    check("actions-workflow", transcript)
