@@ -425,7 +425,7 @@ def _operations() -> dict[str, dict[str, S]]:
                 {201: _json(_ref("HeartBeat"))},
                 params=[rid],
                 body=_json_body("HeartBeatBody"),
-                errors=_WRITE,
+                errors=(*_WRITE, 409),  # 409: another process of this runner is alive (instance_id)
             )
         },
         "/v1/runners/{runner_id}/heart-beats/latest": {
