@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# build-kube-from-debian-src.sh OUTDIR - OPTIONAL, not run by CI.
+# build-kube-from-debian-src.sh OUTDIR - run by scripts/install-tools.sh when OUTDIR lacks the binaries.
 #
 # Builds a real kube-apiserver and kube-controller-manager (Kubernetes v1.20.2) from Debian's own
-# `kubernetes` source package with Debian's Go, for a future `kube` test tier. No kind/k3s/envtest
+# `kubernetes` source package with Debian's Go, for the `kube` test tier (scripts/services.sh). No kind/k3s/envtest
 # can be had offline here; this is the only real apiserver obtainable (see
 # reference/test-tools.md section 4). Cold build: about 4-5 minutes and 1.6 GB of scratch space
 # (WORK, deleted at the end unless WORK was given). Needs root (apt-get).
