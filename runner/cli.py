@@ -26,6 +26,7 @@ class LazyGroup(click.Group):
     lazy: dict[str, tuple[str, str]] = {
         "controlplane": ("controlplane.cli", "controlplane_command"),
         "jobs": ("controlplane.cli", "jobs_group"),
+        "mng": ("runner.mng.cli", "mng_command"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

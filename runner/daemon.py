@@ -47,7 +47,7 @@ from runner.orphans import OrphanRecovery
 from runner.poller import GroupPoller, Slot
 from runner.redact import Redactor
 from runner.sandbox import SandboxTiming
-from runner.sdk.handler import HandlerRegistry
+from runner.sdk.handler import HandlerRegistry, RunnerControl
 from runner.sdk.settings import SettingsError
 from runner.workspace import Workspaces
 
@@ -117,8 +117,12 @@ class Daemon:
         api: RunnerClient | None = None,
         log_tee: Callable[[LogRecord], None] | None = None,
         install_signal_handlers: bool = True,
+        job_control: Callable[[Daemon, str], RunnerControl] | None = None,
+        metrics: RunnerMetrics | None = None,
     ) -> None:
         self.config = config
+        #: What a job's ``ctx.control`` is; ``runner mng`` adds its supervisor port to it.
+        self._job_control: Callable[[Daemon, str], RunnerControl] = job_control or _JobControl
         self.registry = registry or HandlerRegistry.from_entry_points()
         if config.handlers:
             self.registry.load_overrides(config.handlers)
@@ -129,7 +133,7 @@ class Daemon:
             timeout=config.request_timeout,
             version=config.version,
         )
-        self.metrics = RunnerMetrics()
+        self.metrics = metrics or RunnerMetrics()
         self.api.on_failure = lambda method, path, exc: self.metrics.api_errors.inc(1, method)
         self.runner_secrets = Redactor(config.api_token)
         logging_setup.register_secret(config.api_token)
@@ -486,7 +490,7 @@ class Daemon:
             metrics=self.metrics,
             runner_secrets=self.runner_secrets,
             settings=lambda: self.current_settings,
-            control_for=lambda execution_id: _JobControl(self, execution_id),
+            control_for=lambda execution_id: self._job_control(self, execution_id),
             handler_api=self.handler_api,
             tools=self.tools,
             family_settings=self.family_settings,

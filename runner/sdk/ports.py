@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class APIRequestFailed(Exception):
@@ -120,3 +120,64 @@ class ToolSettings:
     runner_version: str = ""
     #: The deadline of one call to a remote service (registry clients use at least 60 s).
     request_timeout: float = 10.0
+
+
+# --------------------------------------------------------------------------- runner mng
+
+
+@dataclass(frozen=True)
+class WorkloadStatus:
+    """The runner workload as ``runner mng`` sees it, for a management job's log and outputs."""
+
+    #: ``process`` (``runner run`` from a versioned virtualenv) or ``container``.
+    mode: str
+    version: str
+    running: bool
+    #: Held: stopped on purpose (a shut-down, an exit 0, a crash loop); not restarted until asked.
+    held: bool = False
+    detail: str = ""
+
+
+class WorkloadError(Exception):
+    """A supervisor operation failed; the message says what was done about it (e.g. rolled back)."""
+
+    def __init__(self, message: str, **details: str) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+@runtime_checkable
+class WorkloadSupervisor(Protocol):
+    """What a management (``mng-*``) handler may ask of ``runner mng``: the runner workload, and
+    nothing else of the supervisor (a handler never imports the agent).
+
+    Under ``runner mng`` the job's ``ctx.control`` implements this as well as ``RunnerControl``;
+    under ``runner run`` it does not, and a management handler fails the job with a clear
+    message. The operations are not cancelled halfway by the job's own cancel: a half-switched
+    version would be worse than a late report.
+    """
+
+    def workload_status(self) -> WorkloadStatus: ...
+
+    async def desired_version(self) -> str | None:
+        """Settings ``container_image_tag`` as the control plane has it now (read afresh, as the
+        reference's update job does), or None when settings name none or cannot be read."""
+        ...
+
+    async def restart_workload(self, *, reason: str) -> WorkloadStatus:
+        """Stop the workload gracefully (its SIGTERM drain), start it again, wait for ``/readyz``."""
+        ...
+
+    async def stop_workload(self, *, reason: str) -> WorkloadStatus:
+        """Stop it gracefully and hold it stopped (also across a restart of the supervisor)."""
+        ...
+
+    async def update_workload(self, version: str, *, reason: str) -> WorkloadStatus:
+        """Install ``version``, switch to it, wait for ``/readyz``; roll back and raise
+        ``WorkloadError`` when it does not pass within the deadline."""
+        ...
+
+    def exit_after_job(self, *, reason: str, power_off: bool = False) -> None:
+        """End the supervisor once this job's final status is reported; then, with ``power_off``,
+        run the host's power-off command."""
+        ...
