@@ -81,9 +81,10 @@ stop_dockerd() {
 # --- kube: etcd + kube-apiserver + kube-controller-manager on 127.0.0.1 ---------------------------
 # The binaries come from scripts/build-kube-from-debian-src.sh (install-tools.sh builds them into
 # $TOOLS_DIR/kube). No kubelet and no scheduler: pods never run, tests patch workload status
-# through the status subresource where a kubelet would. The controller manager runs so that
-# namespace deletion completes and Deployments get ReplicaSets. Ports are fixed (tests read the
-# kubeconfigs below): etcd 12379-12381, apiserver https://127.0.0.1:16443.
+# through the status subresource where a controller would. The controller manager runs only the
+# namespace and garbage-collector controllers, so that namespace deletion completes and owned
+# objects go with their owner; no workload controller overwrites the status a test wrote. Ports
+# are fixed (tests read the kubeconfig below): etcd 12379-12381, apiserver https://127.0.0.1:16443.
 #
 # TLS is real: a CA and a serving certificate for 127.0.0.1/localhost are made with openssl in
 # $SVC_DIR/kube on first start (kept across restarts). The admin identity is a random bearer token
@@ -181,7 +182,7 @@ start_kube() {
   fi
   setsid "$KUBE_BIN/kube-controller-manager" --kubeconfig="$KUBECONFIG_ADMIN" --bind-address=127.0.0.1 \
     --secure-port=0 --port=0 --leader-elect=false --use-service-account-credentials=false \
-    --controllers='*,-serviceaccount-token,-nodeipam,-service,-route,-cloud-node-lifecycle' \
+    --controllers=namespace,garbagecollector \
     >"$KDIR/kcm.log" 2>&1 </dev/null &
   echo $! >"$KDIR/kcm.pid"
   log "kube-apiserver ready on https://127.0.0.1:$KUBE_PORT in $((SECONDS - t0)) s (admin kubeconfig: $KUBECONFIG_ADMIN)"

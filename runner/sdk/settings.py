@@ -111,9 +111,21 @@ class TerraformSettings(HandlerSettings):
     shortcuts: bool = True
 
 
+@dataclasses.dataclass(frozen=True)
+class KubeSettings(HandlerSettings):
+    """``RUNNER_KUBE_*``: how kubernetes-manifest-deploy talks to a cluster (handlers/kube)."""
+
+    prefix: ClassVar[str] = "RUNNER_KUBE_"
+
+    #: The server-side apply field manager: the owner of every field the runner applies.
+    field_manager: str = "byoc-runner"
+    #: Seconds between readiness checks of Deployments, StatefulSets, DaemonSets and Jobs.
+    poll_interval: float = 2.0
+
+
 #: The families the runner ships: checked at start-up, their variables documented and known to
 #: the deployment templates. A family of a third-party package is parsed when its handler asks.
-BUILTIN_FAMILIES: tuple[type[HandlerSettings], ...] = (TerraformSettings,)
+BUILTIN_FAMILIES: tuple[type[HandlerSettings], ...] = (TerraformSettings, KubeSettings)
 
 
 class SettingsSource:
