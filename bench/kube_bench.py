@@ -94,7 +94,15 @@ def kubectl_apply(kubectl: str, namespace: str, objects: int, work: Path) -> flo
     path.write_text(manifest(namespace, objects))
     start = time.perf_counter()
     subprocess.run(
-        [kubectl, f"--kubeconfig={KUBECONFIG}", "apply", "--server-side", "--field-manager=bench", f"-f={path}"],
+        [
+            kubectl,
+            f"--kubeconfig={KUBECONFIG}",
+            "apply",
+            "--server-side",
+            "--field-manager=bench",
+            "-f",
+            path,
+        ],
         check=True,
         capture_output=True,
     )
