@@ -215,3 +215,100 @@ async def test_conflict_invalid_object_and_unknown_kind_name_the_object(
 
 def manifest_doc(api_version: str, kind: str, name: str, extra: dict[str, Any]) -> str:
     return json.dumps({"apiVersion": api_version, "kind": kind, "metadata": {"name": name}, **extra})
+
+
+CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "widgets.example.com"},
+    "spec": {
+        "group": "example.com",
+        "scope": "Namespaced",
+        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {"type": "object", "properties": {"size": {"type": "integer"}}}
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+@pytest.mark.anyio
+async def test_a_crd_and_its_custom_resource_in_one_manifest(
+    kube_cluster: Cluster, kube_namespace: str, tmp_path: Path
+) -> None:
+    """The CRD goes first and is waited for until served; the plan reports the CR as added without
+    a dry run (its kind does not exist yet)."""
+    widget = {
+        "apiVersion": "example.com/v1",
+        "kind": "Widget",
+        "metadata": {"name": "w1"},
+        "spec": {"size": 3},
+    }
+    text = "\n---\n".join(json.dumps(d) for d in (widget, CRD))
+    planned = await run("create-apply-plan", deploy_plan(kube_cluster, kube_namespace, text), tmp_path)
+    found = decode(planned.result)["k8s_content_diff"]
+    assert [(d["kind"], d["type"], d.get("dry_run", False)) for d in found] == [
+        ("CustomResourceDefinition", 2, True),
+        ("Widget", 2, False),
+    ]
+    applied = await run(
+        "apply-plan",
+        deploy_plan(kube_cluster, kube_namespace, text, as_apply_contents(planned.result)),
+        tmp_path,
+    )
+    assert [o["kind"] for o in applied.outputs["objects"]] == ["CustomResourceDefinition", "Widget"]
+    got = kube_cluster.kubectl("get", "widgets.example.com", "w1", "-n", kube_namespace, "-o", "json")
+    assert json.loads(got)["spec"] == {"size": 3}
+    gone = await run(
+        "apply-plan",
+        deploy_plan(
+            kube_cluster,
+            kube_namespace,
+            text,
+            as_apply_contents(
+                (
+                    await run(
+                        "create-teardown-plan", deploy_plan(kube_cluster, kube_namespace, text), tmp_path
+                    )
+                ).result
+            ),
+        ),
+        tmp_path,
+    )
+    assert [o["kind"] for o in gone.outputs["deleted"]] == ["Widget", "CustomResourceDefinition"]
+
+
+@pytest.mark.anyio
+async def test_a_workload_not_ready_by_the_deadline_fails_naming_it(
+    kube_cluster: Cluster, kube_namespace: str, tmp_path: Path
+) -> None:
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "migrate"},
+        "spec": {
+            "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "m", "image": "x"}]}}
+        },
+    }
+    text = json.dumps(job)
+    contents = base64.b64encode(json.dumps({"op": "apply"}).encode()).decode()
+    failed = await run(
+        "apply-plan",
+        deploy_plan(kube_cluster, kube_namespace, text, contents),
+        tmp_path,
+        timeout=2,
+        raise_errors=False,
+    )
+    assert f"not ready before the job's deadline: Job {kube_namespace}/migrate" in str(failed.error)
