@@ -86,12 +86,12 @@ def test_a_bad_value_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 
 def test_a_known_type_without_a_handler_fails_at_once(tmp_path: Path) -> None:
-    proc = exec_runner(tmp_path, "--type", "kubernetes-manifest-deploy")
+    proc = exec_runner(tmp_path, "--type", "runner-helm")  # in the job-type table, no handler
     assert proc.returncode == 2
     assert "timeout waiting" not in proc.stderr
     message = proc.stderr.strip()
     assert "no installed handler serves this job type" in message
     assert "installed: " in message
     assert "noop" in message.split("installed: ", 1)[1]
-    assert "RUNNER_HANDLERS=kubernetes-manifest-deploy=module:Class" in message
+    assert "RUNNER_HANDLERS=runner-helm=module:Class" in message
     assert not (tmp_path / "s" / "controlplane").exists(), "nothing was started"

@@ -122,7 +122,7 @@ def test_outputs_and_masked_secret(script_runner: Any, operator: Any) -> None:
 
 
 def test_unknown_type_left_unclaimed_and_malformed_plan_fails(script_runner: Any, operator: Any) -> None:
-    unknown = operator.submit("kubernetes-manifest-deploy", plan={"kubernetes_manifest": {}})
+    unknown = operator.submit("runner-helm")  # in the job-type table, no handler
     bad = operator.submit(SCRIPT_TYPE, plan={"lines": {"not": "a list"}})
     done = operator.wait_job(bad["id"], TERMINAL, timeout=30)
     assert done["status"] == "failed"
