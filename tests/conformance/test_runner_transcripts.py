@@ -9,12 +9,18 @@ differences as ``Ours`` lines that name the section of docs/runner-api.md saying
 prints both sequences as a diff.
 
 Adding a handler: add its expected lines to ``EXPECTED`` and a case to the parametrisation (or
-its own test when the job needs a registry or ends the runner).
+its own test when the job needs a registry or ends the runner);
+``test_every_installed_job_type_has_a_transcript`` fails for a ``byoc_runner.handlers`` entry
+point without one. The docker, kube and mng fixtures are the tiers' own (``conftest.py`` here).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +28,13 @@ from typing import Any
 import pytest
 
 from handlers.oci.client import RegistryClient
-from tests.conformance.recorder import Transcript, diff
+from tests.conformance.recorder import RecordingProxy, Transcript, diff
 from tests.conformance.rig import ConformanceRig, conformance_rig
+from tests.docker.conftest import BASE_IMAGE, DockerEnv
+from tests.kube.conftest import Cluster
+from tests.mng.conftest import GOOD, NEXT
+from tests.mng.harness import MngHarness
+from tests.support.controlplane import ControlPlaneProcess
 from tests.support.registry import RegistryServer, push_random_image
 from tests.support.terraform import GitServer, data_module, write_module
 from tests.support.tools import require_tool
@@ -247,59 +258,33 @@ def test_terraform_plan_then_apply(rig: ConformanceRig, tmp_path: Path, job_type
     check(f"{job_type}:apply-plan", transcript)
 
 
+#: The reference's shut-down PATCHes the execution ``finished`` in cleanup and, when forced, the
+#: job too (``operations/shutdown/exec.go``); update-version reads settings in Fetch (left out
+#: here with the other settings reads) and exits.
+ENDING: list[Entry] = [
+    CLAIM,
+    patch("initializing"),
+    patch("in-progress"),
+    OPS_OUTPUTS,
+    patch("cleaning-up"),
+    RESULT_OK,
+    patch("finished"),
+]
+EXPECTED["shut-down:force"] = [*ENDING, FINISH_JOB]
+EXPECTED["shut-down:graceful"] = ENDING
+EXPECTED["update-version:"] = ENDING
+
+
 @pytest.mark.parametrize(
-    ("job_type", "metadata", "expected"),
+    ("job_type", "metadata"),
     [
-        (
-            "shut-down",
-            {"shutdown_type": "force"},
-            [
-                CLAIM,
-                patch("initializing"),
-                patch("in-progress"),
-                OPS_OUTPUTS,
-                patch("cleaning-up"),
-                RESULT_OK,
-                patch("finished"),
-                FINISH_JOB,
-            ],
-        ),
-        (
-            "shut-down",
-            {"shutdown_type": "graceful"},
-            [
-                CLAIM,
-                patch("initializing"),
-                patch("in-progress"),
-                OPS_OUTPUTS,
-                patch("cleaning-up"),
-                RESULT_OK,
-                patch("finished"),
-            ],
-        ),
-        (
-            "update-version",
-            {},
-            [
-                CLAIM,
-                patch("initializing"),
-                patch("in-progress"),
-                OPS_OUTPUTS,
-                patch("cleaning-up"),
-                RESULT_OK,
-                patch("finished"),
-            ],
-        ),
+        ("shut-down", {"shutdown_type": "force"}),
+        ("shut-down", {"shutdown_type": "graceful"}),
+        ("update-version", {}),
     ],
 )
-def test_jobs_that_end_the_runner(
-    rig: ConformanceRig, job_type: str, metadata: dict[str, str], expected: list[Entry]
-) -> None:
-    """The reference's shut-down PATCHes the execution ``finished`` in cleanup and, when forced,
-    the job too (``operations/shutdown/exec.go``); update-version reads settings in Fetch (left
-    out here with the other settings reads) and exits."""
+def test_jobs_that_end_the_runner(rig: ConformanceRig, job_type: str, metadata: dict[str, str]) -> None:
     name = f"{job_type}:{metadata.get('shutdown_type', '')}"
-    EXPECTED[name] = expected
     job, transcript = rig.run_job(job_type, metadata=metadata)
     assert job["status"] == "finished", job
     check(name, transcript)
@@ -431,3 +416,221 @@ def test_actions_workflow(rig: ConformanceRig) -> None:
     job, transcript = rig.run_job("actions-workflow", spec.plan(config, run))
     assert job["status"] == "finished", job
     check("actions-workflow", transcript)
+
+
+# ----------------------------------------------------------------- job types added after the suite
+
+
+def no_reference_handler(entries: list[Entry], why: str) -> list[Entry]:
+    """A type the reference runner has no handler for: every line is ours (its jobloop's common
+    steps, §10.1, are what ours makes), and the reference's sequence is empty."""
+    return [Ours(e.line, why) if isinstance(e, R) else e for e in entries]
+
+
+#: docker-build: the reference (``build/docker``) fetches the plan, builds with kaniko, copies to
+#: the destination and POSTs the copy's result during execute, then its outputs (the image);
+#: ours posts the result just before the final status (§4.3).
+EXPECTED["docker-build"] = BUILD
+#: fetch-image-metadata is ours (the reference has no such type): the plan, then the outputs.
+EXPECTED["fetch-image-metadata"] = no_reference_handler(
+    [
+        CLAIM,
+        patch("initializing"),
+        PLAN,
+        patch("in-progress"),
+        outputs("{outputs}"),
+        patch("cleaning-up"),
+        RESULT_OK,
+        patch("finished"),
+    ],
+    "§10.2 fetch-image-metadata has no handler in the reference",
+)
+#: kubernetes-manifest-deploy (``deploy/kubernetes_manifest``): the plan and the app config in
+#: Fetch; a plan op POSTs the compressed plan as the result during execute, an apply-plan its
+#: result likewise; outputs (the diff) after. Ours posts the result just before the final status.
+#: Ours does not read the app config at all: a difference docs/runner-api.md does not list (§10.2
+#: even names "app config" for this type); recorded as found, reported, not a deliberate one.
+KUBE_APP_CONFIG = RefOnly(APP_CONFIG.line)
+KUBE_RESULT = f"POST {EXEC}/result {{contents_compressed,contents_display_compressed,success}} [runner]"
+EXPECTED["kubernetes-manifest-deploy:create-apply-plan"] = [
+    CLAIM,
+    patch("initializing"),
+    PLAN,
+    KUBE_APP_CONFIG,
+    patch("in-progress"),
+    RefOnly(KUBE_RESULT),
+    outputs("{outputs}"),
+    patch("cleaning-up"),
+    Ours(KUBE_RESULT, "§4.3 the result just before the final status"),
+    patch("finished"),
+]
+EXPECTED["kubernetes-manifest-deploy:apply-plan"] = [
+    CLAIM,
+    patch("initializing"),
+    PLAN,
+    KUBE_APP_CONFIG,
+    patch("in-progress"),
+    RefOnly(KUBE_RESULT),
+    outputs("{outputs}"),
+    patch("cleaning-up"),
+    Ours(KUBE_RESULT, "§4.3 the result just before the final status"),
+    patch("finished"),
+]
+#: Management jobs (``management/``) run under ``runner mng``: no plan. The reference's
+#: mng-shut-down PATCHes the execution and the job ``finished`` in cleanup and exits; its
+#: mng-runner-update-version reads settings in Fetch (left out with the other settings reads) and
+#: PATCHes the execution ``finished`` in cleanup before it exits; its mng-vm-shut-down PATCHes the
+#: execution ``finished`` in cleanup and, with ``shutdown_type: vm``, the job too before the
+#: power-off. It has no handler for mng-runner-restart (a type of ctl-api only).
+#: Ours say what they did (mode, version, running, held) in their outputs; the reference's are
+#: ``{}``.
+MNG_OUTPUTS = Ours(
+    OPS_OUTPUTS.line,
+    "§10.2 operations outputs (the mng-* jobs' too, which §10.2 does not list yet)",
+    reference=OPS_OUTPUTS.reference,
+)
+MNG: list[Entry] = [
+    CLAIM,
+    patch("initializing"),
+    patch("in-progress"),
+    MNG_OUTPUTS,
+    patch("cleaning-up"),
+    RESULT_OK,
+    patch("finished"),
+]
+EXPECTED["mng-runner-restart"] = no_reference_handler(
+    MNG, "§10.2 mng-runner-restart has no handler in the reference"
+)
+EXPECTED["mng-runner-update-version"] = MNG
+EXPECTED["mng-vm-shut-down:"] = MNG
+EXPECTED["mng-vm-shut-down:vm"] = [*MNG, FINISH_JOB]
+EXPECTED["mng-shut-down"] = [*MNG, FINISH_JOB]
+
+
+def test_docker_build_and_fetch_image_metadata(
+    tmp_path: Path, docker_env: DockerEnv, oci_registry: RegistryServer, git_server: GitServer
+) -> None:
+    """docker-build with dockerd (BuildKit CLI), then fetch-image-metadata of the image it pushed."""
+    env = {
+        "RUNNER_DOCKER_BUILDER": "docker",
+        "RUNNER_DOCKER_CLI": docker_env.buildkit_cli,
+        "DOCKER_HOST": docker_env.host,
+    }
+    url = git_server.create(
+        "conformance-docker", {"Dockerfile": f"FROM {BASE_IMAGE}\nRUN echo hi > /hi.txt\n"}
+    )
+    repo = {"RegistryType": "private_oci", "Repository": f"{oci_registry.host}/conf/docker"}
+    with conformance_rig(tmp_path, **env) as rig:
+        job, transcript = rig.run_job(
+            "docker-build",
+            {"git_source": {"url": url, "ref": "main"}, "dst_registry": repo, "docker_build_plan": {}},
+            owner_id="bldconfdocker",
+            timeout=180,
+        )
+        assert job["status"] == "finished", job
+        check("docker-build", transcript)
+
+        job, transcript = rig.run_job("fetch-image-metadata", {"Registry": repo, "Tag": "bldconfdocker"})
+        assert job["status"] == "finished", job
+        check("fetch-image-metadata", transcript)
+
+
+def test_kubernetes_manifest_deploy(tmp_path: Path, kube_cluster: Cluster) -> None:
+    ns = f"conf-{uuid.uuid4().hex[:8]}"
+    text = "\n---\n".join(
+        json.dumps(d)
+        for d in (
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"a": "1"}},
+        )
+    )
+    plan: dict[str, Any] = {
+        "app_id": "app1",
+        "app_config_id": "apc1",
+        "install_id": "inst1",
+        "component_id": "cmp1",
+        "kubernetes_manifest": {
+            "namespace": ns,
+            "manifest": text,
+            "cluster_info": {"kube_config": kube_cluster.kubeconfig.read_text()},
+        },
+    }
+    try:
+        with conformance_rig(tmp_path, RUNNER_KUBE_POLL_INTERVAL="0.2") as rig:
+            job, transcript = rig.run_job("kubernetes-manifest-deploy", plan, operation="create-apply-plan")
+            assert job["status"] == "finished", job
+            check("kubernetes-manifest-deploy:create-apply-plan", transcript)
+            with rig.cp.operator() as operator:
+                contents = operator.result(job["id"])["contents_gzip"]
+            job, transcript = rig.run_job(
+                "kubernetes-manifest-deploy",
+                {**plan, "apply_plan_contents": contents},
+                operation="apply-plan",
+            )
+            assert job["status"] == "finished", job
+            check("kubernetes-manifest-deploy:apply-plan", transcript)
+    finally:
+        kube_cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found")
+
+
+@dataclass
+class MngRig:
+    """``runner mng`` (tests/mng's harness) with its API calls through the recording proxy; the
+    workload it supervises talks to the control plane directly and is not in the record."""
+
+    harness: MngHarness
+    proxy: RecordingProxy
+
+    def run_job(
+        self, job_type: str, timeout: float = 120.0, **fields: Any
+    ) -> tuple[dict[str, Any], Transcript]:
+        start = len(self.proxy.snapshot())
+        done = self.harness.wait_job(self.harness.submit(job_type, **fields), timeout=timeout)
+        time.sleep(0.3)
+        return done, Transcript(self.proxy.snapshot()[start:])
+
+
+@contextmanager
+def mng_rig(factory: Callable[..., MngHarness], cp: ControlPlaneProcess, **env: str) -> Iterator[MngRig]:
+    harness = factory(**env)
+    token = harness.mng_token_file.read_text().strip()
+    with RecordingProxy(cp.url, runner_token=token, admin_token=cp.admin_token) as proxy:
+        harness.start(RUNNER_API_URL=proxy.url)
+        harness.wait_mng_ready()
+        harness.wait_workload_ready()
+        yield MngRig(harness, proxy)
+
+
+def test_management_jobs(mng_factory: Callable[..., MngHarness], mng_cp: ControlPlaneProcess) -> None:
+    """Restart, update to another version, a vm-shut-down that is not ``vm`` (the workload
+    stops, mng stays), mng-shut-down (mng exits); then on a second mng a ``vm`` vm-shut-down
+    (mng exits and runs its power-off command, ``true`` here)."""
+    with mng_rig(mng_factory, mng_cp, installed=(GOOD, NEXT)) as rig:
+        for job_type, fields, name in (
+            ("mng-runner-restart", {}, "mng-runner-restart"),
+            ("mng-runner-update-version", {"metadata": {"version": NEXT}}, "mng-runner-update-version"),
+            ("mng-vm-shut-down", {}, "mng-vm-shut-down:"),
+            ("mng-shut-down", {}, "mng-shut-down"),
+        ):
+            job, transcript = rig.run_job(job_type, **fields)
+            assert job["status"] == "finished", (job, rig.harness.tail())
+            check(name, transcript)
+        assert rig.harness.wait_exit(30) == 0
+
+    with mng_rig(mng_factory, mng_cp) as rig:
+        job, transcript = rig.run_job("mng-vm-shut-down", metadata={"shutdown_type": "vm"})
+        assert job["status"] == "finished", (job, rig.harness.tail())
+        check("mng-vm-shut-down:vm", transcript)
+        assert rig.harness.wait_exit(30) == 0
+
+
+def test_every_installed_job_type_has_a_transcript() -> None:
+    """Each ``byoc_runner.handlers`` entry point has an expected transcript here (by type, or
+    ``type:operation``/``type:variant``), so a new handler cannot go unrecorded."""
+    from importlib.metadata import entry_points
+
+    installed = {e.name for e in entry_points(group="byoc_runner.handlers")}
+    assert installed, "no byoc_runner.handlers entry points: is the package installed (pip install -e .)?"
+    covered = {name.split(":", 1)[0] for name in EXPECTED}
+    missing = sorted(installed - covered)
+    assert not missing, f"job types with a handler but no conformance transcript: {missing}"
