@@ -51,12 +51,25 @@ class LimitedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_header_bytes)
         self._head_bytes = 0
+        self._tail = b""
 
     def data_received(self, data: bytes) -> None:
+        # h11's own limit covers only a head that is still incomplete: a head over the limit that
+        # arrives whole in one read would be parsed and served. So count the head's bytes here,
+        # up to its blank line, and refuse it before h11 sees it.
         if self.conn.their_state is h11.IDLE:
-            self._head_bytes += len(data)
+            # The blank line may straddle two reads: look for it in the last read's tail too.
+            tail = self._tail
+            end = (tail + data).find(b"\r\n\r\n")
+            size = self._head_bytes + (len(data) if end < 0 else end + 4 - len(tail))
+            # A complete head starts the count afresh for the next request on the connection.
+            self._head_bytes, self._tail = (size, data[-3:]) if end < 0 else (0, b"")
+            if size > self.max_header_bytes:
+                self._head_bytes = size
+                _reject(self.transport, self.max_header_bytes)
+                return
         else:
-            self._head_bytes = len(data)
+            self._head_bytes, self._tail = 0, b""
         super().data_received(data)
 
     def send_400_response(self, msg: str) -> None:

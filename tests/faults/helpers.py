@@ -81,11 +81,16 @@ def processes_with(marker: str) -> list[psutil.Process]:
 
 
 def _can_run_as_nobody() -> bool:
+    """Whether ``nobody`` can run this Python, import the runner, and start this Python again
+    (the probe job does): a venv's interpreter can be a link into a directory nobody may enter."""
     probe = subprocess.run(
-        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", sys.executable,
-         "-c", "import anyio, httpx, runner"],
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all", "--",
+         sys.executable, "-c",
+         "import subprocess, sys; import anyio, httpx, runner; "
+         "subprocess.run([sys.executable, '-c', 'import runner'], check=True)"],
         capture_output=True,
         check=False,
+        cwd="/",
     )
     return probe.returncode == 0
 

@@ -8,8 +8,11 @@ The runner is started under ``setpriv`` the way the probe did; its job runs
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,10 +27,20 @@ pytestmark = pytest.mark.faults
 PROBE = Path(__file__).with_name("probe_proc.py")
 
 
+@pytest.fixture
+def reachable_tmp() -> Iterator[Path]:
+    """A directory an unprivileged runner can reach: pytest's own tmp dirs are 0700 root."""
+    path = Path(tempfile.mkdtemp(prefix="byoc-token-reach-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.mark.parametrize("delivery", ["env", "file"])
 def test_a_child_cannot_read_the_runner_token_from_proc(
-    control_plane: ControlPlaneProcess, operator: OperatorClient, tmp_path: Path, delivery: str
+    control_plane: ControlPlaneProcess, operator: OperatorClient, reachable_tmp: Path, delivery: str
 ) -> None:
+    tmp_path = reachable_tmp
     prefix, identity = unprivileged_prefix()
     token = control_plane.runner_token
     env = {"RUNNER_HANDLERS": HANDLER_TARGET}
