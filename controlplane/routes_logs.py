@@ -8,6 +8,8 @@ severity, body and attributes; readers page with ``?offset=`` (record index) so
 
 from __future__ import annotations
 
+import re
+
 import anyio
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,8 +27,12 @@ from controlplane.http import (
     read_body,
     store_of,
 )
+from controlplane.store_logs import LogRange
 
 _PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf", "application/octet-stream", "")
+#: ``X-Byoc-Log-Range: <writer>:<first>-<last>`` (ours, docs/runner-api.md §5.7).
+_RANGE = re.compile(r"([A-Za-z0-9_.-]{1,128}):([1-9][0-9]{0,17})-([1-9][0-9]{0,17})")
+
 #: Decoding a batch this large or larger happens in a worker thread, off the event loop.
 _THREAD_DECODE_BYTES = 64 * 1024
 
@@ -59,8 +65,25 @@ async def write_logs(request: Request) -> Response:
         raise PayloadTooLarge(f"the decompressed body exceeds the limit of {limit} bytes") from None
     except OTLPDecodeError as exc:
         raise BadRequest(str(exc), error="invalid request format") from None
-    await store_of(request).append_logs(stream_id, records, runner_scope=scope)
+    await store_of(request).append_logs(
+        stream_id, records, runner_scope=scope, log_range=log_range_of(request)
+    )
     return json_response("ok", 201)
+
+
+def log_range_of(request: Request) -> LogRange | None:
+    """The request's ``X-Byoc-Log-Range``; None when absent or malformed (then the records are
+    stored as sent, as before the header existed: a bad header must not lose lines)."""
+    value = request.headers.get("x-byoc-log-range")
+    if not value:
+        return None
+    match = _RANGE.fullmatch(value.strip())
+    if match is None:
+        return None
+    first, last = int(match.group(2)), int(match.group(3))
+    if last < first:
+        return None
+    return LogRange(match.group(1), first, last)
 
 
 async def read_logs(request: Request) -> Response:

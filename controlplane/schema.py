@@ -162,4 +162,13 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX action_workflow_run_steps_run ON action_workflow_run_steps (run_id, idx);
         """,
     ),
+    (
+        5,
+        "log ranges stored once (X-Byoc-Log-Range, docs/runner-api.md §5.7; issue 11)",
+        """
+        CREATE TABLE log_stream_ranges (
+            stream_id TEXT NOT NULL, writer TEXT NOT NULL, high INTEGER NOT NULL,
+            PRIMARY KEY (stream_id, writer)) WITHOUT ROWID;
+        """,
+    ),
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from controlplane.errors import NotFound
 from controlplane.store_base import (
@@ -12,6 +13,15 @@ from controlplane.store_base import (
     _loads,
 )
 from controlplane.wire import now_ns
+
+
+class LogRange(NamedTuple):
+    """``X-Byoc-Log-Range``: the writer's numbers of a request's records, ``first``..``last``."""
+
+    writer: str
+    first: int
+    last: int
+
 
 #: Batches larger than this are written from a worker thread, off the event loop.
 OFFLOAD_RECORDS = 256
@@ -31,9 +41,21 @@ class LogStore(StoreBase):
         return await self._run(query)
 
     async def append_logs(
-        self, stream_id: str, records: Sequence[LogRecord], *, runner_scope: str | None
+        self,
+        stream_id: str,
+        records: Sequence[LogRecord],
+        *,
+        runner_scope: str | None,
+        log_range: LogRange | None = None,
     ) -> int:
-        """Append records in order; returns the stream's record count after the append."""
+        """Append records in order; returns the stream's record count after the append.
+
+        With ``log_range`` (one record per number), records whose number the writer already
+        stored on this stream are skipped, in the same transaction as the insert: a request
+        resent after a timeout, or a stale one arriving after later ranges, stores nothing twice
+        and nothing out of order (a writer's requests cover increasing ranges)."""
+        if log_range is not None and log_range.last - log_range.first + 1 != len(records):
+            log_range = None  # not one number per record: store as sent
 
         def append() -> int:
             with self.db.transaction() as conn:
@@ -42,7 +64,22 @@ class LogStore(StoreBase):
                 )
                 if stream is None or (runner_scope is not None and stream["runner_id"] != runner_scope):
                     raise NotFound(f"log stream {stream_id} not found")
-                if not records:
+                todo = records
+                if log_range is not None:
+                    seen = self._one(
+                        "SELECT high FROM log_stream_ranges WHERE stream_id = ? AND writer = ?",
+                        (stream_id, log_range.writer),
+                    )
+                    high = int(seen["high"]) if seen is not None else 0
+                    skip = min(len(records), max(0, high - log_range.first + 1))
+                    todo = records[skip:]
+                    if todo:
+                        conn.execute(
+                            "INSERT INTO log_stream_ranges (stream_id, writer, high) VALUES (?, ?, ?)"
+                            " ON CONFLICT (stream_id, writer) DO UPDATE SET high = excluded.high",
+                            (stream_id, log_range.writer, log_range.last),
+                        )
+                if not todo:
                     return int(stream["record_count"])
                 first = int(stream["record_count"])
                 conn.executemany(
@@ -65,10 +102,10 @@ class LogStore(StoreBase):
                             r.trace_id,
                             r.span_id,
                         )
-                        for i, r in enumerate(records)
+                        for i, r in enumerate(todo)
                     ],
                 )
-                total = first + len(records)
+                total = first + len(todo)
                 conn.execute(
                     "UPDATE log_streams SET record_count = ?, updated_at = ? WHERE id = ?",
                     (total, now_ns(), stream_id),

@@ -16,6 +16,10 @@ contract that other agents get wrong (logs retried forever on a 413, or dropped 
 * 404/410: ``DROP``, the stream does not exist, nothing sent to it can succeed;
 * any other 4xx: ``REJECTED``, the stream splits the batch to isolate the refused records.
 
+Each request carries ``X-Byoc-Log-Range: <writer>:<first>-<last>`` (ours, docs/runner-api.md
+§5.7) when the stream knows its frames' numbers: our control plane stores a range once; the
+real server ignores the header.
+
 The request goes through ``RunnerClient.request`` (``post_logs`` cannot set
 ``Content-Encoding``), with no retries of its own: retrying is the stream's job.
 """
@@ -35,6 +39,9 @@ from runner.logs.otlp import export_request
 from runner.logs.shared import Shared
 from runner.logs.spool import SpoolFile, SpoolHeader, spool_path
 
+#: The header naming a request's records, ``<writer>:<first>-<last>`` (ours, §5.7).
+RANGE_HEADER = "X-Byoc-Log-Range"
+
 #: The suffix of a batch set aside after ``server_error_attempts`` 5xx answers in a row.
 REJECTED_SUFFIX = ".rejected"
 
@@ -52,7 +59,13 @@ class Exporter:
     """Sends batches to one log stream and keeps the credential choice and failure streak."""
 
     def __init__(
-        self, shared: Shared, log_stream_id: str, write_token: str | None, resource: bytes | None = None
+        self,
+        shared: Shared,
+        log_stream_id: str,
+        write_token: str | None,
+        resource: bytes | None = None,
+        *,
+        writer: str = "",
     ) -> None:
         self._shared = shared
         self._path = f"/v1/log-streams/{log_stream_id}/logs"
@@ -60,18 +73,23 @@ class Exporter:
         self._write_token = write_token or None
         self.uses_write_token = self._write_token is not None
         self._resource = resource
+        #: This stream's writer id in ``X-Byoc-Log-Range`` (unique per stream; "" sends no range).
+        self.writer = writer
         #: Consecutive failed requests (0 while the server answers).
         self.failures_in_row = 0
         #: Consecutive requests answered with a 5xx (0 after any other answer).
         self.server_errors_in_row = 0
 
-    async def post(self, frames: Sequence[bytes]) -> Status:
+    async def post(self, frames: Sequence[bytes], first: int = 0) -> Status:
+        """POST ``frames``; ``first`` is the stream's number of the first one (0: unknown)."""
         shared = self._shared
         settings = shared.settings
         metrics = shared.metrics
         body = export_request(self._resource or shared.resource, frames)
         for _ in range(3):  # at most one token fallback and one compression fallback
             headers = {"Content-Type": "application/x-protobuf"}
+            if first and self.writer and frames:
+                headers[RANGE_HEADER] = f"{self.writer}:{first}-{first + len(frames) - 1}"
             content = body
             compressed = False
             threshold = settings.compress_min_bytes

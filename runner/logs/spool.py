@@ -16,10 +16,18 @@ has not acknowledged; it is rewritten in place after each delivered batch, so a 
 at most one batch. A torn last frame (crash mid-write) is cut off when the file is reopened.
 Secrets never reach the file: records are masked before they are encoded, and the log stream's
 write token is not stored (recovered records are sent with the runner token).
+
+Frame numbers (docs/runner-api.md §5.7): the stream numbers the frames it encodes, 1, 2, 3, ...,
+and sends each request's range so our control plane can skip a range it already stored. The
+spool keeps, in memory only, the number of the frame at each batch boundary (``frame_at``) and
+the offsets where the numbering jumps (frames lost in between) or is unknown; a ``take`` never
+crosses such an offset, so every batch taken is a dense range. A file adopted from a previous
+process has no numbers: its batches are sent without a range.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import json
@@ -142,6 +150,13 @@ class SpoolFile:
         #: Frames that were cut off as unreadable since the owner last looked (it counts them lost).
         self.cut_frames = 0
         self.closed = False
+        #: Offset -> number of the frame starting there, at batch boundaries (not persisted).
+        self._numbers: dict[int, int] = {}
+        self._numbers_pruned = 64
+        #: Sorted offsets where the numbering jumps or becomes unknown: takes stop before them.
+        self._breaks: list[int] = []
+        #: The number the next appended frame gets if nothing is lost in between (0: unknown).
+        self._next_number = 0
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -195,13 +210,27 @@ class SpoolFile:
         return _frames(self._fd, start, end)
 
     # ------------------------------------------------------------------ writing
-    def append(self, frames: Sequence[bytes]) -> tuple[int, int]:
-        """Append frames (buffered until ``flush``); returns their (start, end) offsets."""
+    def append(self, frames: Sequence[bytes], first_number: int = 0) -> tuple[int, int]:
+        """Append frames (buffered until ``flush``); returns their (start, end) offsets.
+
+        ``first_number`` is the stream's number of the first frame (0: unknown)."""
         start = self.end
         size = sum(len(f) for f in frames)
+        if frames:
+            if first_number != self._next_number:  # a jump, or known <-> unknown
+                if not self._breaks or self._breaks[-1] != start:
+                    self._breaks.append(start)
+                self._numbers.pop(start, None)
+            if first_number:
+                self._numbers[start] = first_number
+                self._next_number = first_number + len(frames)
+            else:
+                self._next_number = 0
         self._buffer.extend(frames)
         self._buffered += size
         self.end += size
+        if frames and first_number:
+            self._numbers[self.end] = self._next_number
         self.pending += len(frames)
         if self._buffered >= _READ_CHUNK:
             self.flush()
@@ -226,6 +255,10 @@ class SpoolFile:
             self.end = start
             self.pending = max(0, self.pending - frames)
             self.cursor = min(self.cursor, start)
+            # The numbers of the rolled-back frames are lost: the next append starts a new run.
+            self._next_number = 0
+            self._numbers = {k: v for k, v in self._numbers.items() if k <= start}
+            del self._breaks[bisect.bisect_right(self._breaks, start) :]
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, start)
             raise SpoolWriteError(frames, exc) from exc
@@ -239,18 +272,33 @@ class SpoolFile:
     def has_untaken(self) -> bool:
         return self.cursor < self.end
 
+    def frame_at(self, offset: int) -> int:
+        """The stream's number of the frame starting at ``offset`` (a batch boundary); 0: unknown."""
+        return self._numbers.get(offset, 0)
+
+    def note_frame(self, offset: int, number: int) -> None:
+        """The frame at ``offset`` (a frame boundary inside a taken batch) has ``number``."""
+        if number:
+            self._numbers[offset] = number
+
     def take(self, max_frames: int, max_bytes: int) -> tuple[list[bytes], int, int]:
-        """Frames from the cursor on (at least one if any), within the limits; moves the cursor."""
+        """Frames from the cursor on (at least one if any), within the limits; moves the cursor.
+        The frames are one run of consecutive numbers: a take stops where the numbering jumps."""
         self.flush()
         start = self.cursor
-        frames = self._take_fast(start, max_frames, max_bytes)
+        limit = self.end
+        i = bisect.bisect_right(self._breaks, start)
+        if i < len(self._breaks):
+            limit = self._breaks[i]
+        frames = self._take_fast(start, max_frames, max_bytes, limit)
         if frames:
             self.cursor = start + sum(len(f) for f in frames)
+            self._number_taken(start, self.cursor, len(frames))
             return frames, start, self.cursor
         # A first frame larger than ``max_bytes``, or bytes that are not frames: the slow path.
         bounds: list[tuple[int, int]] = []
         stop = start
-        for frame_start, frame_end in self._frames(start, self.end):
+        for frame_start, frame_end in self._frames(start, limit):
             if bounds and (len(bounds) >= max_frames or frame_end - start > max_bytes):
                 break
             bounds.append((frame_start, frame_end))
@@ -275,11 +323,17 @@ class SpoolFile:
         data = os.pread(self._fd, stop - start, start)
         frames = [data[a - start : b - start] for a, b in bounds]
         self.cursor = stop
+        self._number_taken(start, stop, len(frames))
         return frames, start, stop
 
-    def _take_fast(self, start: int, max_frames: int, max_bytes: int) -> list[bytes]:
+    def _number_taken(self, start: int, stop: int, count: int) -> None:
+        first = self._numbers.get(start, 0)
+        if first and stop not in self._numbers:
+            self._numbers[stop] = first + count
+
+    def _take_fast(self, start: int, max_frames: int, max_bytes: int, limit: int) -> list[bytes]:
         """Whole frames within one read of at most ``max_bytes`` (the common case, in one loop)."""
-        data = os.pread(self._fd, min(self.end - start, max_bytes), start)
+        data = os.pread(self._fd, min(limit - start, max_bytes), start)
         size = len(data)
         frames: list[bytes] = []
         append = frames.append
@@ -303,6 +357,10 @@ class SpoolFile:
         self.committed = upto
         self.pending = max(0, self.pending - frames)
         os.pwrite(self._fd, _COMMITTED.pack(upto), _COMMITTED_OFFSET)
+        if len(self._numbers) > self._numbers_pruned:  # delivered boundaries are not needed
+            self._numbers = {k: v for k, v in self._numbers.items() if k >= upto}
+            self._numbers_pruned = max(64, 2 * len(self._numbers))
+            del self._breaks[: bisect.bisect_left(self._breaks, upto)]
 
     def drained(self) -> bool:
         return self.committed >= self.end
@@ -315,6 +373,9 @@ class SpoolFile:
         os.pwrite(self._fd, _COMMITTED.pack(self._data_start), _COMMITTED_OFFSET)
         self.committed = self.cursor = self.end = self._data_start
         self.pending = 0
+        self._numbers.clear()
+        self._breaks.clear()
+        self._next_number = 0
 
     def close(self) -> None:
         """Flush, fsync and close; the file is removed when nothing in it is undelivered."""

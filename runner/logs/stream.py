@@ -18,6 +18,12 @@ log when its flush runs with an already-cancelled context (docs/runner-api.md §
 * ``close`` flushes everything within its own deadline, shielded from the job's cancellation;
   what is still undelivered then stays in the spool (fsynced) and is counted.
 
+Delivered once (docs/runner-api.md §5.7): the stream numbers the frames it encodes (1, 2, 3,
+... in order) and each request carries its range, under a writer id unique to this stream, in
+``X-Byoc-Log-Range``; a batch keeps its numbers through retries, splits and the spool, so our
+control plane skips a range it already stored (a request it buffered while stopped, then the
+resend). The real server ignores the header.
+
 Ordering invariant (the spool holds the oldest undelivered records, memory the newest): a batch
 is taken from memory only when every spooled frame has been taken, and whoever spills to the
 spool first spills the batches taken from memory that are still in flight.
@@ -28,6 +34,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -60,7 +67,7 @@ class _Batch:
     ``spool_range`` is set once its frames are also in the spool file.
     """
 
-    __slots__ = ("first_seq", "frames", "pos", "raw", "spool_range")
+    __slots__ = ("first_frame", "first_seq", "frames", "pos", "raw", "spool_range")
 
     def __init__(
         self,
@@ -68,6 +75,7 @@ class _Batch:
         raw: list[RawRecord] | None = None,
         spool_range: tuple[int, int] | None = None,
         first_seq: int = 0,
+        first_frame: int = 0,
     ) -> None:
         self.frames: list[bytes] = frames if frames is not None else []
         self.raw = raw
@@ -75,13 +83,18 @@ class _Batch:
         self.spool_range = spool_range
         #: Sequence number of the first record (memory batches; 0 when unknown, from the spool).
         self.first_seq = first_seq
+        #: The stream's number of the first frame (0: unknown, from a spool adopted after a crash).
+        self.first_frame = first_frame
 
     def encode_some(self, stream: JobLogStream, count: int | None = None) -> None:
         raw = self.raw
         if raw is None:
             return
         end = len(raw) if count is None else min(len(raw), self.pos + count)
-        self.frames.extend(stream._encode(raw[self.pos : end]))
+        new = stream._encode(raw[self.pos : end])
+        if new and not self.frames:
+            self.first_frame = stream._framed - len(new) + 1
+        self.frames.extend(new)
         self.pos = end
         if end >= len(raw):
             self.raw = None
@@ -113,6 +126,7 @@ class JobLogStream:
                 self.log_stream_id,
                 write_token,
                 resource_bytes(adopt.header.resource) if adopt and adopt.header.resource else None,
+                writer=uuid.uuid4().hex,
             )
             if self.log_stream_id is not None
             else None
@@ -120,6 +134,8 @@ class JobLogStream:
         self._q: deque[RawRecord] = deque()
         #: Records taken off the queue so far: the next one's sequence number is this plus one.
         self._dequeued = 0
+        #: Frames encoded for shipping so far: the next one's number is this plus one.
+        self._framed = 0
         self._lock = threading.RLock()
         self._loop_thread = threading.get_ident()
         self._spool = adopt
@@ -215,7 +231,10 @@ class JobLogStream:
         return [q.popleft() for _ in range(count)]
 
     def _encode(self, chunk: Sequence[RawRecord]) -> list[bytes]:
-        return self._encoder.encode(chunk)
+        """Frames for ``chunk``, numbered on from ``_framed`` (encoding happens in stream order)."""
+        frames = self._encoder.encode(chunk)
+        self._framed += len(frames)
+        return frames
 
     def _consume_locally(self, records: Sequence[RawRecord]) -> None:
         """Records that are not shipped (no log stream, or logging disabled): tee and count them."""
@@ -271,7 +290,7 @@ class JobLogStream:
                     continue
                 batch.encode_some(self)
                 try:
-                    start, end = spool.append(batch.frames)
+                    start, end = spool.append(batch.frames, batch.first_frame)
                     spool.flush()
                 except SpoolWriteError as exc:
                     log.error("cannot write to a log spool file", error=str(exc), spool_key=self.spool_key)
@@ -292,7 +311,7 @@ class JobLogStream:
             left -= len(chunk)
             frames = self._encode(chunk)
             try:
-                spool.append(frames)
+                spool.append(frames, self._framed - len(frames) + 1)
                 spool.flush()
             except SpoolWriteError as exc:
                 log.error("cannot write to a log spool file", error=str(exc), spool_key=self.spool_key)
@@ -421,7 +440,7 @@ class JobLogStream:
                     spool.cut_frames = 0
                 if not frames:
                     return None
-                batch = _Batch(frames=frames, spool_range=(start, end))
+                batch = _Batch(frames=frames, spool_range=(start, end), first_frame=spool.frame_at(start))
                 self._inflight.append(batch)
                 return batch
             n = len(self._q)
@@ -471,7 +490,8 @@ class JobLogStream:
             while j < len(frames) and (j == i or size + len(frames[j]) <= limit):
                 size += len(frames[j])
                 j += 1
-            resolved = await self._deliver(frames[i:j], [_SPLIT_BUDGET])
+            first = batch.first_frame + i if batch.first_frame else 0
+            resolved = await self._deliver(frames[i:j], [_SPLIT_BUDGET], first)
             if resolved < j - i:
                 self._trim(batch, i + resolved)
                 return False
@@ -485,13 +505,17 @@ class JobLogStream:
             head, batch.frames = batch.frames[:resolved], batch.frames[resolved:]
             if batch.first_seq:
                 batch.first_seq += resolved
+            if batch.first_frame:
+                batch.first_frame += resolved
             if batch.spool_range is not None and self._spool is not None:
                 start = batch.spool_range[0] + sum(len(f) for f in head)
+                self._spool.note_frame(start, batch.first_frame)
                 self._spool.commit(start, len(head))
                 batch.spool_range = (start, batch.spool_range[1])
 
-    async def _deliver(self, frames: list[bytes], budget: list[int]) -> int:
+    async def _deliver(self, frames: list[bytes], budget: list[int], first: int = 0) -> int:
         """How many frames from the start were resolved (delivered or lost) before an outage.
+        ``first`` is the number of the first frame (0: unknown; then the request has no range).
 
         A refused request is split in halves to isolate the records the server will not take;
         ``budget`` caps the requests spent on that, so a server refusing everything costs a few
@@ -501,7 +525,7 @@ class JobLogStream:
             self._lose(len(frames), "records rejected by the server")
             return len(frames)
         budget[0] -= 1
-        status = await self._export().post(frames)
+        status = await self._export().post(frames, first)
         if status is Status.OK:
             self._delivered += len(frames)
             self._shared.metrics.shipped += len(frames)
@@ -528,10 +552,10 @@ class JobLogStream:
             self._lose(len(frames), "records rejected by the server")
             return len(frames)
         middle = len(frames) // 2
-        left = await self._deliver(frames[:middle], budget)
+        left = await self._deliver(frames[:middle], budget, first)
         if left < middle:
             return left
-        return middle + await self._deliver(frames[middle:], budget)
+        return middle + await self._deliver(frames[middle:], budget, first + middle if first else 0)
 
     def _export(self) -> Exporter:
         assert self._exporter is not None, "only streams with a log stream ship"
