@@ -215,16 +215,18 @@ def write_policies(directory: Path, policies: dict[str, str]) -> Path:
 
 def kubeconfig_for(cluster: ClusterInfo, aws_env_vars: dict[str, str] | None = None) -> str:
     """A kubeconfig for ``cluster_info``, built by ``handlers.common.kubeconfig``: the plan's own,
-    or endpoint + CA and, for EKS, an ``aws eks get-token`` exec entry, so that terraform's
-    kubernetes and helm providers get a fresh token whenever they need one (a run outlives a
-    token's 15 minutes). The entry carries ``aws_env_vars``, the ``AWS_*`` of the cluster's own
-    identity, so its tokens are made as that identity and not as the module's."""
+    or endpoint + CA and, for EKS, an exec entry that runs ``python -m handlers.common.eks``
+    with the runner's own interpreter, so that terraform's kubernetes and helm providers get a
+    fresh token whenever they need one (a run outlives a token's 15 minutes). It is not
+    ``aws eks get-token``: the runner image has no AWS CLI, and the token is the same. The entry
+    carries ``aws_env_vars``, the ``AWS_*`` of the cluster's own identity, so its tokens are made
+    as that identity and not as the module's."""
     if cluster.kube_config.strip():
         return cluster.kube_config
     user: dict[str, Any] = {}
     if cluster.aws_auth is not None:
         region = kube.eks_region(cluster) or (aws_env_vars or {}).get("AWS_REGION", "")
-        user = kube.eks_exec_user(cluster.id or "cluster", region, aws_env_vars, mode="exec-aws")
+        user = kube.eks_exec_user(cluster.id or "cluster", region, aws_env_vars, mode="exec-runner")
     return kube.render_kubeconfig(kube.cluster_kubeconfig(cluster, user))
 
 
