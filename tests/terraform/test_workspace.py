@@ -116,7 +116,14 @@ def test_kubeconfig_from_cluster_info(tmp_path: Path) -> None:
     exec_cfg = config["users"][0]["user"]["exec"]
     # the runner's own interpreter makes the token: the image has no AWS CLI
     assert exec_cfg["command"] == sys.executable
-    assert exec_cfg["args"] == ["-m", "handlers.common.eks", "--cluster-name", "prod-eks", "--region", "us-east-1"]
+    assert exec_cfg["args"] == [
+        "-m",
+        "handlers.common.eks",
+        "--cluster-name",
+        "prod-eks",
+        "--region",
+        "us-east-1",
+    ]
     path = write_kubeconfig(tmp_path / "kubeconfig", cluster)
     assert _mode(path) == 0o600
     given = ClusterInfo(kube_config="apiVersion: v1\nkind: Config\n")
