@@ -21,7 +21,11 @@ from runner.sdk.ports import APIReply, APIRequestFailed, APIUnreachable, ToolSet
 
 #: A lock or unlock is never retried: a retried lock would meet its own lock (409/423).
 _LOCK_RETRY = RetryPolicy(attempts=1)
-_STATE_RETRY = RetryPolicy(attempts=3, base_delay=0.2, max_delay=2.0)
+#: A state read or write is idempotent (a write carries the job's lock ID), and terraform waits on
+#: the proxy with no deadline of its own, so a state call rides out a control-plane outage of
+#: about a minute (expected backoff sum ~70 s, at most ~140 s) instead of failing the apply at
+#: its final write. The job's deadline and cancel still bound it.
+_STATE_RETRY = RetryPolicy(attempts=12, base_delay=0.5, max_delay=20.0)
 
 
 def tool_settings(config: Config) -> ToolSettings:
