@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anyio
 import click
 
 from runner import __version__
-from runner.config import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from runner.config import ConfigError
+
+# Start-up: this module imports click and nothing heavy. ``runner.config`` (the wire models,
+# pydantic), anyio and everything a sub-command needs load inside that sub-command, so
+# ``runner version`` and ``runner --help`` cost an interpreter start plus click
+# (tests/unit/test_cli_startup.py holds it).
 
 CONFIG_ERROR_EXIT = 2
 
@@ -122,7 +128,10 @@ def _run_options(func: Any) -> Any:
 def run(config_file: Path | None, **flags: Any) -> None:
     """Run the runner daemon (the API token comes from RUNNER_API_TOKEN_FILE or RUNNER_API_TOKEN,
     never a flag)."""
+    import anyio
+
     from runner import logging_setup, secrecy
+    from runner.config import ConfigError, load_config
     from runner.daemon import Daemon
     from runner.journal import StateDirLocked
 
@@ -260,6 +269,9 @@ def local(
 
 def _run_local_mode(func: Any, request: Any) -> int:
     """Run ``runner exec``/``runner local``; a bad input or a busy state dir is one clear line."""
+    import anyio
+
+    from runner.config import ConfigError
     from runner.journal import StateDirLocked
 
     try:
