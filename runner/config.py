@@ -307,17 +307,6 @@ def _parse_int(key: str, raw: Any, *, minimum: int) -> int:
     return value
 
 
-def _parse_bool(key: str, raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{_env_name(key)}: {raw!r} is not true or false")
-
-
 #: Never handed to handler families: credentials of the operator CLI and the like.
 _SECRET_NAME = re.compile(r"TOKEN|PASSWORD|SECRET|CREDENTIAL|PRIVATE", re.IGNORECASE)
 

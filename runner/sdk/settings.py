@@ -64,7 +64,7 @@ def _coerce(env_name: str, raw: Any, annotation: Any) -> Any:
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
         target = options[0] if len(options) == 1 else str
     if target is bool:
-        return _parse_bool(env_name, raw)
+        return parse_bool(env_name, raw)
     if target is int:
         try:
             return int(raw)
@@ -83,7 +83,8 @@ def _coerce(env_name: str, raw: Any, annotation: Any) -> Any:
     return str(raw).strip()
 
 
-def _parse_bool(env_name: str, raw: Any) -> bool:
+def parse_bool(env_name: str, raw: Any) -> bool:
+    """The one spelling of a boolean setting, for the agent's config and every family's."""
     if isinstance(raw, bool):
         return raw
     text = str(raw).strip().lower()
