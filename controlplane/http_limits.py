@@ -21,14 +21,15 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 
 _431 = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-    b"content-type: application/json\r\n"
-    b"connection: close\r\n"
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\nconnection: close\r\n"
 )
 
 
 def too_large_response(limit: int) -> bytes:
-    body = b'{"error":"request header fields too large","description":"the request line and headers exceed %d bytes"}' % limit  # noqa: E501
+    body = (
+        b'{"error":"request header fields too large",'
+        b'"description":"the request line and headers exceed %d bytes"}' % limit
+    )
     return _431 + b"content-length: %d\r\n\r\n" % len(body) + body
 
 

@@ -52,9 +52,7 @@ class ContainerImageBuildHandler(Handler):
             raise ConfigurationError("container-image-build: the job has no owner_id and the plan no dst_tag")
         self._src = await open_registry(repo, config=ctx.tools, secrets=ctx.secrets, log=ctx.log)
         self._src_ref = tag or self._src.tag or "latest"
-        self._dst = await open_registry(
-            plan.dst_registry, config=ctx.tools, secrets=ctx.secrets, log=ctx.log
-        )
+        self._dst = await open_registry(plan.dst_registry, config=ctx.tools, secrets=ctx.secrets, log=ctx.log)
         try:
             self._src.ref(self._src_ref)
             self._dst.ref(self._dst_tag)

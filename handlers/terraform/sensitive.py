@@ -29,6 +29,7 @@ class SecretRegistry(Protocol):
 
     def register(self, *values: str | None) -> None: ...
 
+
 _VARIABLE = re.compile(r'(?m)^\s*variable\s+"([^"]+)"\s*\{')
 _SENSITIVE = re.compile(r"(?m)^\s*sensitive\s*=\s*true\b")
 

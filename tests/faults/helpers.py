@@ -84,10 +84,18 @@ def _can_run_as_nobody() -> bool:
     """Whether ``nobody`` can run this Python, import the runner, and start this Python again
     (the probe job does): a venv's interpreter can be a link into a directory nobody may enter."""
     probe = subprocess.run(
-        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all", "--",
-         sys.executable, "-c",
-         "import subprocess, sys; import anyio, httpx, runner; "
-         "subprocess.run([sys.executable, '-c', 'import runner'], check=True)"],
+        [
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+            sys.executable,
+            "-c",
+            "import subprocess, sys; import anyio, httpx, runner; "
+            "subprocess.run([sys.executable, '-c', 'import runner'], check=True)",
+        ],
         capture_output=True,
         check=False,
         cwd="/",

@@ -63,8 +63,14 @@ def main() -> None:
     while pid > 1:
         for entry, value in probe(pid).items():
             readable = isinstance(value, bytes)
-            summary.append({"pid": pid, "entry": entry, "readable": readable,
-                            "detail": len(value) if readable else value})
+            summary.append(
+                {
+                    "pid": pid,
+                    "entry": entry,
+                    "readable": readable,
+                    "detail": len(value) if readable else value,
+                }
+            )
             if isinstance(value, bytes):
                 blob += value + b"\n"
         try:

@@ -164,7 +164,7 @@ def test_concurrent_registration_and_masking() -> None:
 
 # ------------------------------------------------------------------ issue 11: more forms
 
-TF_SECRET = "p@ss<w>&rd/\"9"
+TF_SECRET = 'p@ss<w>&rd/"9'
 
 
 @pytest.mark.parametrize(
