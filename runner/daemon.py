@@ -47,7 +47,7 @@ from runner.orphans import OrphanRecovery
 from runner.poller import GroupPoller, Slot
 from runner.redact import Redactor
 from runner.sandbox import SandboxTiming
-from runner.sdk.handler import HandlerRegistry, RunnerControl
+from runner.sdk.handler import Handler, HandlerRegistry, RunnerControl
 from runner.sdk.settings import SettingsError
 from runner.workspace import Workspaces
 
@@ -160,8 +160,13 @@ class Daemon:
         self.health_port: int | None = None
         for name, error in self.registry.load_errors.items():
             log.error("handler failed to load; its job type will not be claimed", job_type=name, error=error)
+        # Built-in handlers load when a job of their type is first seen (runner.sdk.handler).
+        self.registry.on_load_error = lambda name, error: log.error(
+            "handler failed to load; its job type will not be claimed", job_type=name, error=error
+        )
         self.family_settings = config.family_settings()
         self._check_handler_settings()
+        self.registry.validate = self._check_settings_of
         self.handler_api = RunnerHandlerAPI(self.api, journal=self.journal)
         self.tools = tool_settings(config)
         self.orphans = OrphanRecovery(
@@ -174,16 +179,20 @@ class Daemon:
 
     def _check_handler_settings(self) -> None:
         """Parse the settings of every installed handler's family now: a bad value stops start-up
-        with one line naming it (``ConfigError``), not the first job of that family."""
-        for job_type in self.registry.job_types():
-            handler = self.registry.get(job_type)
-            model = handler.settings_model if handler is not None else None
-            if model is None:
-                continue
+        with one line naming it (``ConfigError``), not the first job of that family.
+
+        Built-in handlers load on first use (``runner.sdk.handler``): ``load_config`` has
+        checked ``BUILTIN_FAMILIES`` already, and any other family of theirs is checked when
+        the handler loads (``_check_settings_of``; a bad value leaves its type unclaimed)."""
+        for handler in self.registry.loaded().values():
             try:
-                self.family_settings.get(model)
+                self._check_settings_of(handler)
             except SettingsError as exc:
                 raise ConfigError(str(exc)) from None
+
+    def _check_settings_of(self, handler: type[Handler]) -> None:
+        if handler.settings_model is not None:
+            self.family_settings.get(handler.settings_model)
 
     # ------------------------------------------------------------------ public control
     def request_shutdown(

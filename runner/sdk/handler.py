@@ -19,7 +19,7 @@ settings, the family settings, and an exit stack for what the handler opens.
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,33 +269,75 @@ class Handler:
 # --------------------------------------------------------------------------- registry
 
 
+#: The package of the handlers this distribution ships. Their entry points load on first use
+#: (a job of their type seen by a poller, or ``runner exec --type``): importing all of them
+#: costs about 0.7 s and 50 MB (kubernetes_asyncio alone), which an idle runner would carry
+#: for its whole life. Their settings families are ``BUILTIN_FAMILIES``, which ``load_config``
+#: checks at start-up; a built-in family outside them (its settings model in its own room) is
+#: parsed when its handler loads, through ``validate``, and a bad value leaves that job type
+#: unclaimed with the error logged. Entry points of other packages (third-party handlers) load
+#: at start-up, where their settings are checked as before.
+BUILTIN_HANDLER_PACKAGE = "handlers"
+
+
 class HandlerRegistry:
-    """Job type -> handler class, loaded from entry points (and overridable in tests)."""
+    """Job type -> handler class, loaded from entry points (and overridable in tests).
+
+    A built-in handler's module is imported the first time ``get`` or ``supports`` asks for its
+    job type; a handler that fails to load then, or that ``validate`` rejects, is recorded in
+    ``load_errors`` (and reported through ``on_load_error``) and its job type is not supported,
+    as at start-up.
+    """
 
     def __init__(self, handlers: Mapping[str, type[Handler]] | None = None) -> None:
         self._handlers: dict[str, type[Handler]] = dict(handlers or {})
+        self._pending: dict[str, importlib.metadata.EntryPoint] = {}
         self.load_errors: dict[str, str] = {}
+        #: Called with each deferred handler class once loaded; an exception rejects it.
+        self.validate: Callable[[type[Handler]], None] | None = None
+        #: Called with (job type, error) when a deferred handler fails to load.
+        self.on_load_error: Callable[[str, str], None] | None = None
 
     @classmethod
-    def from_entry_points(cls, group: str = ENTRY_POINT_GROUP) -> HandlerRegistry:
+    def from_entry_points(
+        cls, group: str = ENTRY_POINT_GROUP, *, defer_builtin: bool = True
+    ) -> HandlerRegistry:
         registry = cls()
         for ep in importlib.metadata.entry_points(group=group):
-            try:
-                obj = ep.load()
-            except Exception as exc:  # a broken plug-in must not take the runner down
-                registry.load_errors[ep.name] = f"{type(exc).__name__}: {exc}"
+            if defer_builtin and ep.module.partition(".")[0] == BUILTIN_HANDLER_PACKAGE:
+                registry._pending[ep.name] = ep
                 continue
-            if isinstance(obj, type) and issubclass(obj, Handler):
-                registry._handlers[ep.name] = obj
-            else:
-                registry.load_errors[ep.name] = f"{ep.value} is not a Handler subclass"
+            registry._load_entry_point(ep.name, ep)
         return registry
+
+    def _load_entry_point(self, job_type: str, ep: importlib.metadata.EntryPoint) -> type[Handler] | None:
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plug-in must not take the runner down
+            error = f"{type(exc).__name__}: {exc}"
+        else:
+            if isinstance(obj, type) and issubclass(obj, Handler):
+                self._handlers[job_type] = obj
+                return obj
+            error = f"{ep.value} is not a Handler subclass"
+        self.load_errors[job_type] = error
+        return None
+
+    def load_all(self) -> None:
+        """Import every deferred handler now (what start-up did before they were deferred)."""
+        for job_type in list(self._pending):
+            self.get(job_type)
+
+    def loaded(self) -> dict[str, type[Handler]]:
+        """The handler classes imported so far (deferred built-ins not yet asked for excluded)."""
+        return dict(self._handlers)
 
     def load_overrides(self, targets: Mapping[str, str]) -> None:
         """Add or replace handlers from ``{"job-type": "module:Class"}`` (config ``handlers``)."""
         import importlib
 
         for job_type, target in targets.items():
+            self._pending.pop(job_type, None)
             module_name, _, attr = target.partition(":")
             try:
                 obj = getattr(importlib.import_module(module_name), attr)
@@ -309,13 +351,29 @@ class HandlerRegistry:
                 self.load_errors[job_type] = f"{target} is not a Handler subclass"
 
     def register(self, job_type: str, handler: type[Handler]) -> None:
+        self._pending.pop(job_type, None)
         self._handlers[job_type] = handler
 
     def supports(self, job_type: str) -> bool:
-        return job_type in self._handlers
+        return self.get(job_type) is not None
 
     def get(self, job_type: str) -> type[Handler] | None:
-        return self._handlers.get(job_type)
+        found = self._handlers.get(job_type)
+        if found is None:
+            ep = self._pending.pop(job_type, None)
+            if ep is not None:
+                found = self._load_entry_point(job_type, ep)
+                if found is not None and self.validate is not None:
+                    try:
+                        self.validate(found)
+                    except Exception as exc:
+                        self.load_errors[job_type] = f"{type(exc).__name__}: {exc}"
+                        del self._handlers[job_type]
+                        found = None
+                if found is None and self.on_load_error is not None:
+                    self.on_load_error(job_type, self.load_errors[job_type])
+        return found
 
     def job_types(self) -> list[str]:
-        return sorted(self._handlers)
+        """Every installed job type: loaded, and deferred built-ins not yet imported."""
+        return sorted({*self._handlers, *self._pending})
