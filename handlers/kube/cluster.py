@@ -117,10 +117,19 @@ class Cluster:
         return self._check(answer, key, "reading")
 
     async def apply(
-        self, obj: ManifestObject, *, field_manager: str, dry_run: bool, resource: Any = None
+        self,
+        obj: ManifestObject,
+        *,
+        field_manager: str,
+        dry_run: bool,
+        resource: Any = None,
+        force: bool = False,
     ) -> dict[str, Any]:
-        """Server-side apply (``dry_run``: the server's answer, nothing stored)."""
+        """Server-side apply (``dry_run``: the server's answer, nothing stored). ``force`` takes
+        over fields another manager owns: only for objects whose source of truth is the runner's
+        (a synced secret's value), never for a manifest's objects."""
         resource = resource or await self.resource(obj.key)
+        extra: dict[str, Any] = {"force_conflicts": True} if force else {}
         try:
             answer = await self._dynamic.server_side_apply(
                 resource,
@@ -129,6 +138,7 @@ class Cluster:
                 namespace=obj.key.namespace or None,
                 field_manager=field_manager,
                 dry_run="All" if dry_run else None,
+                **extra,
             )
         except ApiException as exc:
             raise KubeError(

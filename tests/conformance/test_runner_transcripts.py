@@ -25,9 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 from handlers.oci.client import RegistryClient
+from tests.common.conftest import RecordingSts
 from tests.conformance.recorder import RecordingProxy, Transcript, diff
 from tests.conformance.rig import ConformanceRig, conformance_rig
 from tests.docker.conftest import BASE_IMAGE, DockerEnv
@@ -569,6 +571,46 @@ def test_kubernetes_manifest_deploy(tmp_path: Path, kube_cluster: Cluster) -> No
             )
             assert job["status"] == "finished", job
             check("kubernetes-manifest-deploy:apply-plan", transcript)
+    finally:
+        kube_cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found")
+
+
+#: sandbox-sync-secrets (``sandbox/sync_secrets``): the plan in Fetch, the values read and written
+#: during Exec (AWS and the cluster, not the control plane), then its outputs (one entry per
+#: secret). Ours posts ``{success}`` just before the final status (§4.3).
+EXPECTED["sandbox-sync-secrets"] = [
+    CLAIM,
+    patch("initializing"),
+    PLAN,
+    patch("in-progress"),
+    outputs("{outputs}"),
+    patch("cleaning-up"),
+    RESULT_OK,
+    patch("finished"),
+]
+
+
+def test_sandbox_sync_secrets(tmp_path: Path, kube_cluster: Cluster, sts: RecordingSts) -> None:
+    ns = f"conf-{uuid.uuid4().hex[:8]}"
+    arn = boto3.client(
+        "secretsmanager",
+        region_name="us-east-1",
+        endpoint_url=sts.url,
+        aws_access_key_id="AKIASETUP00000000001",
+        aws_secret_access_key="setup",
+    ).create_secret(Name=f"conf/{ns}", SecretString="conformance-value")["ARN"]
+    plan = {
+        "kubernetes_secrets": [
+            {"secret_arn": arn, "secret_name": "s", "namespace": ns, "name": "s", "key_name": "v"}
+        ],
+        "cluster_info": {"kube_config": kube_cluster.kubeconfig.read_text()},
+        "aws_auth": {"static": {"access_key_id": "AKIACONFORMANCE00001", "secret_access_key": "conf-secret"}},
+    }
+    try:
+        with conformance_rig(tmp_path, RUNNER_AWS_ENDPOINT_URL=sts.url) as rig:
+            job, transcript = rig.run_job("sandbox-sync-secrets", plan)
+            assert job["status"] == "finished", job
+            check("sandbox-sync-secrets", transcript)
     finally:
         kube_cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found")
 

@@ -29,6 +29,9 @@ import httpx
 import pytest
 import yaml
 
+# moto on loopback as STS and Secrets Manager: tests/common's fixtures (the recording server, and
+# ``sts``, which points RUNNER_AWS_ENDPOINT_URL at it and clears the runner's AWS environment).
+from tests.common.conftest import recording_sts, sts  # noqa: F401
 from tests.support.tools import in_ci, require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
