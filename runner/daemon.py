@@ -135,6 +135,7 @@ class Daemon:
         )
         self.metrics = metrics or RunnerMetrics()
         self.api.on_failure = lambda method, path, exc: self.metrics.api_errors.inc(1, method)
+        self.api.on_request = lambda method: self.metrics.api_requests.inc(1, method)
         self.runner_secrets = Redactor(config.api_token)
         logging_setup.register_secret(config.api_token)
         self.workspaces = Workspaces(config.workspaces_dir, min_free_bytes=config.min_free_mb * 1024 * 1024)

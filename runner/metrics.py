@@ -118,6 +118,9 @@ class RunnerMetrics:
             "byoc_runner_polls_total", "Job polls, by group and result.", ("group", "result")
         )
         self.claims_lost = Counter("byoc_runner_claims_lost_total", "Claims another runner won.", ("group",))
+        self.api_requests = Counter(
+            "byoc_runner_api_requests_total", "Runner API requests (each attempt), by method.", ("method",)
+        )
         self.api_errors = Counter(
             "byoc_runner_api_errors_total", "Failed API attempts, by method.", ("method",)
         )
@@ -141,6 +144,7 @@ class RunnerMetrics:
             self.heartbeat_failures,
             self.polls,
             self.claims_lost,
+            self.api_requests,
             self.api_errors,
             self.log_records,
             self.settings_refreshes,

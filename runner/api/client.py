@@ -149,6 +149,8 @@ class RunnerClient:
         )
         #: Called with (method, path, exception) after a failed attempt; the daemon counts these.
         self.on_failure: Callable[[str, str, BaseException], None] | None = None
+        #: Called with the method before each attempt; the daemon counts API requests with it.
+        self.on_request: Callable[[str], None] | None = None
 
     @property
     def token(self) -> str:
@@ -186,6 +188,8 @@ class RunnerClient:
         if timeout is not None:
             extra["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 5.0))
         for attempt in range(policy.attempts):
+            if self.on_request is not None:
+                self.on_request(method)
             try:
                 response = await self._http.request(
                     method, path, json=json, content=content, headers=headers, **extra

@@ -106,3 +106,21 @@ async def test_duplicate_outputs_is_success() -> None:
     client = make(httpx.MockTransport(handle))
     await client.post_outputs("job1", "run2", {"a": 1})
     await client.aclose()
+
+
+async def test_on_request_counts_every_attempt() -> None:
+    # The daemon's byoc_runner_api_requests_total (requests per idle minute, bench/runner_bench.py).
+    calls = {"n": 0}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] < 3:
+            return httpx.Response(503)
+        return httpx.Response(200, json={"heart_beat_timeout": 1_000_000_000, "groups": ["build"]})
+
+    client = make(httpx.MockTransport(handle))
+    seen: list[str] = []
+    client.on_request = seen.append
+    await client.get_settings()
+    assert seen == ["GET", "GET", "GET"]
+    await client.aclose()
