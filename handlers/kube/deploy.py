@@ -11,7 +11,8 @@
   Deployments, StatefulSets, DaemonSets and Jobs are ready. ``delete``: reverse order, then wait
   until every object is gone. Outputs name the objects.
 
-Conflicts, invalid objects and unknown kinds fail the job with the object named
+The plan's app config is read in ``prepare`` as the reference's Fetch reads it (logged; a failed
+read is a warning). Conflicts, invalid objects and unknown kinds fail the job with the object named
 (``handlers.kube.cluster``). There is no kubelet in the tests: a workload's readiness comes from
 its status, which a test patches as a controller would.
 """
@@ -39,7 +40,7 @@ from handlers.kube.manifest import (
     parse_manifest,
 )
 from handlers.kube.readiness import WAITED_KINDS, readiness
-from runner.sdk import Handler, HandlerError, JobContext, ResultRequest
+from runner.sdk import APIRequestFailed, APIUnreachable, Handler, HandlerError, JobContext, ResultRequest
 from runner.sdk.plans import DeployPlan, KubernetesManifestDeployPlan, b64url, decode_apply_plan_contents
 from runner.sdk.settings import KubeSettings
 
@@ -89,6 +90,36 @@ class KubernetesManifestDeployHandler(Handler):
         self._objects = parse_manifest(self._section.manifest, self._section.namespace)
         if ctx.operation == "apply-plan":
             read_plan_op(plan.apply_plan_contents)
+        await self._read_app_config(ctx, plan)
+
+    async def _read_app_config(self, ctx: JobContext, plan: DeployPlan) -> None:
+        """Read the plan's app config, as the reference's Fetch does (docs/runner-api.md §10.2).
+
+        Nothing in it changes a manifest deploy (the reference keeps it unused too); the job log
+        records which config and component the deploy belongs to. Unlike the reference, a config
+        the control plane cannot give does not fail the deploy: a warning says so (as the
+        terraform family does), since the manifest and cluster in the plan are all it needs.
+        """
+        if not (plan.app_id and plan.app_config_id):
+            return
+        try:
+            config = await ctx.api.app_config(plan.app_id, plan.app_config_id)
+        except (APIRequestFailed, APIUnreachable) as exc:
+            ctx.log.warning(
+                "app config not readable; the deploy does not need it",
+                app_config_id=plan.app_config_id,
+                error=str(exc),
+            )
+            return
+        components = config.get("component_ids") or []
+        ctx.log.info(
+            "app config read",
+            app_config_id=plan.app_config_id,
+            component_id=plan.component_id or None,
+            component_in_config=(plan.component_id in components)
+            if plan.component_id and components
+            else None,
+        )
 
     async def execute(self, ctx: JobContext) -> None:
         plan = ctx.plan_as(DeployPlan)

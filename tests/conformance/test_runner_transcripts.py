@@ -450,9 +450,8 @@ EXPECTED["fetch-image-metadata"] = no_reference_handler(
 #: kubernetes-manifest-deploy (``deploy/kubernetes_manifest``): the plan and the app config in
 #: Fetch; a plan op POSTs the compressed plan as the result during execute, an apply-plan its
 #: result likewise; outputs (the diff) after. Ours posts the result just before the final status.
-#: Ours does not read the app config at all: a difference docs/runner-api.md does not list (§10.2
-#: even names "app config" for this type); recorded as found, reported, not a deliberate one.
-KUBE_APP_CONFIG = RefOnly(APP_CONFIG.line)
+#: Ours reads the app config in prepare too (before in-progress), as the reference's Fetch does.
+KUBE_APP_CONFIG = APP_CONFIG
 KUBE_RESULT = f"POST {EXEC}/result {{contents_compressed,contents_display_compressed,success}} [runner]"
 EXPECTED["kubernetes-manifest-deploy:create-apply-plan"] = [
     CLAIM,
@@ -559,6 +558,8 @@ def test_kubernetes_manifest_deploy(tmp_path: Path, kube_cluster: Cluster) -> No
     }
     try:
         with conformance_rig(tmp_path, RUNNER_KUBE_POLL_INTERVAL="0.2") as rig:
+            with rig.cp.operator() as operator:
+                operator.request("PUT", "/v1/apps/app1/config/apc1", json={"component_ids": ["cmp1"]})
             job, transcript = rig.run_job("kubernetes-manifest-deploy", plan, operation="create-apply-plan")
             assert job["status"] == "finished", job
             check("kubernetes-manifest-deploy:create-apply-plan", transcript)
