@@ -9,6 +9,7 @@ timing (bench/README.md has the figures).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,7 @@ HEAVY = (
 PROBE = """
 import atexit, json, sys
 def report():
-    sys.__stderr__.write("MODULES " + json.dumps(sorted(sys.modules)) + "\\n")
+    sys.__stderr__.write("MODULES " + json.dumps(sorted(k for k, v in sys.modules.items() if v is not None)) + "\\n")
 atexit.register(report)
 sys.argv = ["runner", *ARGS]
 from runner.cli import main
@@ -47,12 +48,18 @@ main()
 """
 
 
-def loaded_modules(*args: str) -> tuple[str, set[str]]:
+def loaded_modules(*args: str, exit_code: int = 0, env: dict[str, str] | None = None) -> tuple[str, set[str]]:
     code = PROBE.replace("ARGS", repr(list(args)))
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
     )
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == exit_code, proc.stderr
     line = next(line for line in proc.stderr.splitlines() if line.startswith("MODULES "))
     return proc.stdout, set(json.loads(line.removeprefix("MODULES ")))
 
@@ -65,3 +72,12 @@ def test_version_imports_nothing_heavy(args: tuple[str, ...]) -> None:
         name for name in modules for heavy in HEAVY if name == heavy or name.startswith(heavy + ".")
     )
     assert loaded == []
+
+
+def test_run_does_not_load_rich() -> None:
+    # `runner run` with no runner id stops at the configuration (exit 2), after importing the
+    # daemon: rich (structlog's and httpx's optional pretty-printers) is not among its modules.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
+    _, modules = loaded_modules("run", exit_code=2, env=env)
+    assert "runner.daemon" in modules
+    assert not [name for name in modules if name == "rich" or name.startswith("rich.")]
