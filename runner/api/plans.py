@@ -249,6 +249,8 @@ class HelmDeployPlan(PlanModel):
     values_files: list[str] | None = None
     values: list[HelmValue] | None = None
     take_ownership: bool = False
+    #: Ours: the helm version when the app config names none (``runner exec``, tests).
+    helm_version: str = ""
 
 
 class TerraformDeployPlan(PlanModel):
