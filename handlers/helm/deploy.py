@@ -25,7 +25,7 @@ import anyio
 
 from handlers.common.kubeconfig import kubeconfig_file, resolve_kubeconfig
 from handlers.helm import plan as plans
-from handlers.helm.binary import requested_version, resolve_helm
+from handlers.helm.binary import VersionRequest, requested_version, resolve_helm
 from handlers.helm.cli import DRIVERS, Helm, helm_env, write_private
 from handlers.helm.settings import HelmSettings
 from handlers.helm.values import value_args
@@ -72,6 +72,7 @@ class HelmDeployHandler(Handler):
         self._namespace = "default"
         self._driver = "secret"
         self._op = ""
+        self._request = VersionRequest(None, "")
 
     async def prepare(self, ctx: JobContext) -> None:
         plan = ctx.plan_as(DeployPlan)
@@ -85,6 +86,14 @@ class HelmDeployHandler(Handler):
         if ctx.operation == "apply-plan":
             self._op = plans.read_op(plan.apply_plan_contents)
         value_args(self._section.values)  # a bad entry fails before anything runs
+        # The app config is read here, as the reference's Fetch reads it (before in-progress).
+        self._request = await requested_version(
+            ctx,
+            app_id=plan.app_id,
+            app_config_id=plan.app_config_id,
+            component_id=plan.component_id,
+            plan_version=self._section.helm_version,
+        )
 
     async def execute(self, ctx: JobContext) -> None:
         plan = ctx.plan_as(DeployPlan)
@@ -125,15 +134,8 @@ class HelmDeployHandler(Handler):
 
     async def _helm(self, ctx: JobContext, plan: DeployPlan) -> Helm:
         settings = ctx.handler_settings(HelmSettings)
-        request = await requested_version(
-            ctx,
-            app_id=plan.app_id,
-            app_config_id=plan.app_config_id,
-            component_id=plan.component_id,
-            plan_version=self._section.helm_version,
-        )
         binary = await resolve_helm(
-            request,
+            self._request,
             tools_dir=ctx.tools.tools_dir,
             mirror_url=settings.mirror_url,
             processes=ctx.processes,

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import boto3
 import pytest
 
@@ -477,6 +478,10 @@ EXPECTED["kubernetes-manifest-deploy:apply-plan"] = [
     Ours(KUBE_RESULT, "§4.3 the result just before the final status"),
     patch("finished"),
 ]
+#: helm-chart-deploy (``deploy/helm``): like kubernetes-manifest-deploy, the plan and the app
+#: config in Fetch (ours: prepare), the compressed plan as the result, outputs after.
+EXPECTED["helm-chart-deploy:create-apply-plan"] = EXPECTED["kubernetes-manifest-deploy:create-apply-plan"]
+EXPECTED["helm-chart-deploy:apply-plan"] = EXPECTED["kubernetes-manifest-deploy:apply-plan"]
 #: Management jobs (``management/``) run under ``runner mng``: no plan. The reference's
 #: mng-shut-down PATCHes the execution and the job ``finished`` in cleanup and exits; its
 #: mng-runner-update-version reads settings in Fetch (left out with the other settings reads) and
@@ -572,6 +577,45 @@ def test_kubernetes_manifest_deploy(tmp_path: Path, kube_cluster: Cluster) -> No
             )
             assert job["status"] == "finished", job
             check("kubernetes-manifest-deploy:apply-plan", transcript)
+    finally:
+        kube_cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found")
+
+
+def test_helm_chart_deploy(tmp_path: Path, kube_cluster: Cluster, oci_registry: RegistryServer) -> None:
+    from tests.helm.conftest import package_chart, push_chart_artifact, registry_config, write_chart
+
+    ns = f"conf-{uuid.uuid4().hex[:8]}"
+    helm = require_tool("helm")
+    art = package_chart(helm, write_chart(tmp_path / "src"), tmp_path / "chart")
+    anyio.run(push_chart_artifact, art, oci_registry, "conf/helm", "bldconfhelm")
+    plan: dict[str, Any] = {
+        "app_id": "app1",
+        "app_config_id": "apc1",
+        "install_id": "inst1",
+        "component_id": "cmp1",
+        "src_registry": registry_config(oci_registry, "conf/helm"),
+        "src_tag": "bldconfhelm",
+        "helm": {
+            "name": "conf",
+            "namespace": ns,
+            "create_namespace": True,
+            "cluster_info": {"kube_config": kube_cluster.kubeconfig.read_text()},
+        },
+    }
+    try:
+        with conformance_rig(tmp_path) as rig:
+            with rig.cp.operator() as operator:
+                operator.request("PUT", "/v1/apps/app1/config/apc1", json={"component_ids": ["cmp1"]})
+            job, transcript = rig.run_job("helm-chart-deploy", plan, operation="create-apply-plan")
+            assert job["status"] == "finished", job
+            check("helm-chart-deploy:create-apply-plan", transcript)
+            with rig.cp.operator() as operator:
+                contents = operator.result(job["id"])["contents_gzip"]
+            job, transcript = rig.run_job(
+                "helm-chart-deploy", {**plan, "apply_plan_contents": contents}, operation="apply-plan"
+            )
+            assert job["status"] == "finished", job
+            check("helm-chart-deploy:apply-plan", transcript)
     finally:
         kube_cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found")
 
