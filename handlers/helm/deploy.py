@@ -43,6 +43,11 @@ CHART_FILE = "chart.tgz"
 def storage_driver(raw: str) -> str:
     """The plan's ``storage_driver`` as ``HELM_DRIVER``; anything unknown fails the job."""
     key = raw.strip().lower()
+    if key == "nuon":
+        raise HandlerError(
+            "helm storage_driver 'nuon' (release records in the control plane) is not implemented "
+            "yet; use secret or configmap"
+        )
     if key not in DRIVERS:
         raise HandlerError(
             f"helm storage_driver {raw!r} is not supported (secret, secrets, configmap, configmaps)"
