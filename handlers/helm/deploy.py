@@ -18,6 +18,7 @@ holding ``chart.tgz`` (reference-runner.md §4.11), unpacked with handlers.oci.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,7 +27,7 @@ import anyio
 from handlers.common.kubeconfig import kubeconfig_file, resolve_kubeconfig
 from handlers.helm import plan as plans
 from handlers.helm.binary import VersionRequest, requested_version, resolve_helm
-from handlers.helm.cli import DRIVERS, Helm, helm_env, write_private
+from handlers.helm.cli import DRIVERS, Helm, HelmFailed, error_line, helm_env, write_private
 from handlers.helm.settings import HelmSettings
 from handlers.helm.values import value_args
 from handlers.kube import diff as diffs
@@ -38,6 +39,8 @@ from runner.sdk.plans import DeployPlan, HelmDeployPlan
 
 OPERATIONS = frozenset({"create-apply-plan", "create-teardown-plan", "apply-plan"})
 CHART_FILE = "chart.tgz"
+#: What helm says when the release's newest revision is pending (its helm was killed).
+PENDING_ERROR = "another operation (install/upgrade/rollback) is in progress"
 
 
 def storage_driver(raw: str) -> str:
@@ -55,16 +58,18 @@ def storage_driver(raw: str) -> str:
     return DRIVERS[key]
 
 
-def release_outputs(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The job's outputs from ``helm get metadata -o json``."""
+def release_outputs(release: dict[str, Any]) -> dict[str, Any]:
+    """The job's outputs from the release helm printed (``helm upgrade -o json``)."""
+    info = release.get("info") or {}
+    chart = (release.get("chart") or {}).get("metadata") or {}
     return {
-        "release": metadata.get("name", ""),
-        "namespace": metadata.get("namespace", ""),
-        "revision": int(metadata.get("revision") or 0),
-        "status": metadata.get("status", ""),
-        "chart": metadata.get("chart", ""),
-        "chart_version": metadata.get("version", ""),
-        "app_version": metadata.get("appVersion", ""),
+        "release": release.get("name", ""),
+        "namespace": release.get("namespace", ""),
+        "revision": int(release.get("version") or 0),
+        "status": info.get("status", ""),
+        "chart": chart.get("name", ""),
+        "chart_version": chart.get("version", ""),
+        "app_version": chart.get("appVersion", ""),
     }
 
 
@@ -115,7 +120,6 @@ class HelmDeployHandler(Handler):
         if ctx.operation == "create-apply-plan":
             await self._plan_apply(ctx, helm, chart, args)
             return
-        await self._recover_pending(ctx, helm)
         timeout = self._wait_budget(ctx)
         flags = ["--wait", "--atomic", f"--timeout={timeout}s"]
         if self._section.create_namespace:
@@ -123,11 +127,19 @@ class HelmDeployHandler(Handler):
         if self._section.take_ownership:
             flags.append("--take-ownership")
         ctx.log.info(f"helm upgrade --install {name} (namespace {ns}, plan op {self._op}, wait {timeout}s)")
-        await helm.run(["upgrade", "--install", name, str(chart), "--namespace", ns, *flags, *args])
-        metadata = await helm.json(["get", "metadata", name, "--namespace", ns])
-        if not isinstance(metadata, dict):
-            raise HandlerError(f"release {ns}/{name}: helm get metadata answered no object")
-        outputs = release_outputs(metadata)
+        upgrade = ["upgrade", "--install", name, str(chart), "--namespace", ns, *flags, *args, "-o", "json"]
+        # No history read first (one helm start less per apply): a release left pending by a
+        # killed run makes helm refuse at once, and only then is it recovered and retried.
+        result = await helm.run(upgrade, capture=True, check=False)
+        if result.returncode != 0 and PENDING_ERROR in " ".join(result.stderr_tail):
+            await self._recover_pending(ctx, helm)
+            result = await helm.run(upgrade, capture=True, check=False)
+        if result.returncode != 0:
+            raise HelmFailed(f"helm upgrade: {error_line(result)}", exit_code=result.returncode)
+        release = json.loads(result.stdout or b"null")
+        if not isinstance(release, dict):
+            raise HandlerError(f"release {ns}/{name}: helm upgrade printed no release")
+        outputs = release_outputs(release)
         ctx.log.info(
             f"release {ns}/{name}: revision {outputs['revision']} {outputs['status']} "
             f"(chart {outputs['chart']} {outputs['chart_version']})"
