@@ -5,7 +5,8 @@ all (random layers, 40 MB each), then copies it into fresh repositories of the s
 registry, alternating our client and skopeo for several rounds. Each copy runs in its own
 process so the peak RSS (``ru_maxrss`` from ``wait4``) belongs to that copy alone. Prints:
 
-* wall time of each copy, median per tool, and the ratio ours/skopeo (target <= 1.10); for
+* wall time of each copy, median per tool, and the ratio ours/skopeo (targets, issue 17: <= 1.00
+  in process, <= 1.20 whole process); for
   our client both the copy itself and the whole process (interpreter start included);
 * peak RSS of each tool;
 * a re-sync where the destination already has the tag (target < 0.3 s, fresh client);
@@ -213,7 +214,10 @@ def main() -> None:
             f"\nmedian copy: ours {copy_s:.2f}s ({mb / copy_s:.0f} MB/s), whole process {proc_s:.2f}s; "
             f"skopeo {sk:.2f}s ({mb / sk:.0f} MB/s)"
         )
-        print(f"ratio ours/skopeo: copy {copy_s / sk:.2f}  process {proc_s / sk:.2f}   (target <= 1.10)")
+        print(
+            f"ratio ours/skopeo: copy {copy_s / sk:.2f} (target <= 1.00, in process)  "
+            f"process {proc_s / sk:.2f} (target <= 1.20, whole process)"
+        )
         print(f"monolithic PUT {copy_s:.2f}s vs PATCH-chunked 16 MiB {med(chunked, 'copy_s'):.2f}s")
         print(
             f"peak RSS: ours {med(ours, 'rss_kb') / 1024:.0f} MiB,"
