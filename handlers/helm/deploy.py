@@ -160,7 +160,12 @@ class HelmDeployHandler(Handler):
         )
         config = await resolve_kubeconfig(self._section.cluster_info, secrets=ctx.secrets, log=ctx.log)
         kubeconfig = ctx.resources.enter_context(kubeconfig_file(config, ctx.workspace))
-        env = helm_env(ctx.workspace / "helm", kubeconfig=kubeconfig, driver=self._driver)
+        env = helm_env(
+            ctx.workspace / "helm",
+            kubeconfig=kubeconfig,
+            driver=self._driver,
+            kube_cache=ctx.tools.tools_dir / "helm" / "kube-cache",
+        )
         return Helm(binary.path, env, ctx.processes, ctx.log)
 
     async def _fetch_chart(self, ctx: JobContext, plan: DeployPlan) -> Path:
