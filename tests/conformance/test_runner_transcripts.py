@@ -186,6 +186,7 @@ BUILD: list[Entry] = [
 EXPECTED["oci-sync"] = BUILD
 EXPECTED["container-image-build"] = BUILD
 EXPECTED["terraform-module-build"] = BUILD
+EXPECTED["helm-chart-build"] = BUILD
 
 
 def ours(entries: list[Entry]) -> list[str]:
@@ -579,6 +580,28 @@ def test_kubernetes_manifest_deploy(tmp_path: Path, kube_cluster: Cluster) -> No
             check("kubernetes-manifest-deploy:apply-plan", transcript)
     finally:
         kube_cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found")
+
+
+def test_helm_chart_build(
+    rig: ConformanceRig, tmp_path: Path, oci_registry: RegistryServer, git_server: GitServer
+) -> None:
+    from tests.helm.conftest import registry_config, write_chart
+
+    require_tool("helm")
+    chart = write_chart(tmp_path / "chart-src")
+    files = {str(p.relative_to(chart.parent)): p.read_text() for p in chart.rglob("*") if p.is_file()}
+    url = git_server.create("conformance-helm", files)
+    job, transcript = rig.run_job(
+        "helm-chart-build",
+        {
+            "git_source": {"url": url, "ref": "main", "path": "demo"},
+            "dst_registry": registry_config(oci_registry, "conf/helm-build"),
+            "helm_build_plan": {},
+        },
+        owner_id="bldconfhelm",
+    )
+    assert job["status"] == "finished", job
+    check("helm-chart-build", transcript)
 
 
 def test_helm_chart_deploy(tmp_path: Path, kube_cluster: Cluster, oci_registry: RegistryServer) -> None:

@@ -1,0 +1,126 @@
+"""helm-chart-build: the chart of ``git_source.path``, packaged and pushed as the reference packs it.
+
+The chart is cloned (handlers.sources), its dependencies built when ``Chart.yaml`` declares any
+(``helm dependency build``, repositories from the chart's own ``dependencies``, written into the
+job's 0600 repository config), packaged (``helm package``) and pushed to ``dst_registry`` tagged
+``job.owner_id`` (else ``dst_tag``) as an OCI artifact of type ``artifact/nuon`` holding one file,
+``chart.tgz`` (reference-runner.md §4.6), which ``oci-sync`` copies and ``helm-chart-deploy``
+pulls. Outputs: the reference's ``files`` and ``image.tag``, plus the artifact's ``digest`` and
+the chart's name and version. ``helm_repo_config`` (a classic HTTP repository) is not supported
+yet: such a plan fails saying so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+from handlers.helm.binary import requested_version, resolve_helm
+from handlers.helm.cli import Helm, helm_env, write_private
+from handlers.helm.settings import HelmSettings
+from handlers.oci.artifacts import push_directory
+from handlers.oci.registry import open_registry
+from handlers.sources import fetch_source
+from runner.sdk import Handler, HandlerError, JobContext
+from runner.sdk.plans import BasePlan, BuildPlan
+
+ARTIFACT_TYPE = "artifact/nuon"
+CHART_FILE = "chart.tgz"
+
+
+def chart_metadata(chart_dir: Path) -> dict[str, Any]:
+    path = chart_dir / "Chart.yaml"
+    if not path.is_file():
+        raise HandlerError(f"no Chart.yaml in {chart_dir.name or 'the source'}: not a helm chart")
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict) or not data.get("name") or not data.get("version"):
+        raise HandlerError("Chart.yaml has no name or version")
+    return data
+
+
+def dependency_repositories(metadata: dict[str, Any]) -> dict[str, str]:
+    """``{name: url}`` for each http(s) repository the chart's dependencies name."""
+    out: dict[str, str] = {}
+    for dep in metadata.get("dependencies") or []:
+        url = str((dep or {}).get("repository") or "")
+        if url.startswith(("http://", "https://")):
+            out["dep-" + hashlib.sha256(url.encode()).hexdigest()[:12]] = url
+    return out
+
+
+def repositories_yaml(repos: dict[str, str]) -> bytes:
+    entries = [{"name": name, "url": url} for name, url in sorted(repos.items())]
+    return yaml.safe_dump({"apiVersion": "v1", "repositories": entries}).encode()
+
+
+class HelmChartBuildHandler(Handler):
+    plan_model: ClassVar[type[BasePlan] | None] = BuildPlan
+    settings_model = HelmSettings
+
+    async def prepare(self, ctx: JobContext) -> None:
+        plan = ctx.plan_as(BuildPlan)
+        if plan.dst_registry is None:
+            raise HandlerError("the build plan has no dst_registry")
+        if not (ctx.job.owner_id or plan.dst_tag):
+            raise HandlerError(
+                "no tag for the chart artifact: the job has no owner_id and the plan no dst_tag"
+            )
+        repo_config = plan.helm_build_plan.helm_repo_config if plan.helm_build_plan else None
+        if not (plan.git_source and plan.git_source.url):
+            if repo_config is not None and repo_config.repo_url:
+                raise HandlerError("helm_repo_config (a classic HTTP repository) is not supported yet")
+            raise HandlerError("the build plan names no chart: git_source.url is not set")
+
+    async def execute(self, ctx: JobContext) -> None:
+        plan = ctx.plan_as(BuildPlan)
+        tag = ctx.job.owner_id or plan.dst_tag
+        fetched = await fetch_source(
+            git=plan.git_source,
+            local_archive=None,
+            dest=ctx.workspace / "source",
+            processes=ctx.processes,
+            secrets=ctx.secrets,
+            log=ctx.log,
+        )
+        chart_dir = fetched.directory
+        metadata = chart_metadata(chart_dir)
+        request = await requested_version(ctx, app_id="", app_config_id="", component_id="", plan_version="")
+        binary = await resolve_helm(
+            request,
+            tools_dir=ctx.tools.tools_dir,
+            mirror_url=ctx.handler_settings(HelmSettings).mirror_url,
+            processes=ctx.processes,
+            log=ctx.log,
+        )
+        env = helm_env(ctx.workspace / "helm", kubeconfig=None, driver="secret")
+        helm = Helm(binary.path, env, ctx.processes, ctx.log)
+        repos = dependency_repositories(metadata)
+        if metadata.get("dependencies"):
+            write_private(Path(env["HELM_REPOSITORY_CONFIG"]), repositories_yaml(repos))
+            await helm.run(["dependency", "build", str(chart_dir)])
+        out = ctx.workspace / "package"
+        out.mkdir(parents=True, exist_ok=True)
+        await helm.run(["package", str(chart_dir), "--destination", str(out)])
+        packaged = out / f"{metadata['name']}-{metadata['version']}.tgz"
+        if not packaged.is_file():
+            raise HandlerError(f"helm package wrote no {packaged.name}")
+        artifact = ctx.workspace / "artifact"
+        artifact.mkdir(exist_ok=True)
+        shutil.move(packaged, artifact / CHART_FILE)
+        target = await open_registry(plan.dst_registry, config=ctx.tools, secrets=ctx.secrets, log=ctx.log)
+        async with target:
+            pushed = await push_directory(target, tag, artifact, artifact_type=ARTIFACT_TYPE, log=ctx.log)
+            where = target.display(tag)
+        ctx.log.info(f"chart {metadata['name']} {metadata['version']} pushed as {where} ({pushed.digest})")
+        ctx.set_outputs(
+            {
+                "files": [{"AbsPath": "", "RelPath": CHART_FILE, "FileType": ""}],
+                "image": {"tag": tag, "digest": pushed.digest, "repository": target.name},
+                "digest": pushed.digest,
+                "chart": {"name": metadata["name"], "version": metadata["version"]},
+            }
+        )
