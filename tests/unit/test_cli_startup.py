@@ -40,7 +40,8 @@ HEAVY = (
 PROBE = """
 import atexit, json, sys
 def report():
-    sys.__stderr__.write("MODULES " + json.dumps(sorted(k for k, v in sys.modules.items() if v is not None)) + "\\n")
+    loaded = sorted(k for k, v in sys.modules.items() if v is not None)
+    sys.__stderr__.write("MODULES " + json.dumps(loaded) + "\\n")
 atexit.register(report)
 sys.argv = ["runner", *ARGS]
 from runner.cli import main
