@@ -40,8 +40,16 @@ import anyio
 from handlers.helm.deploy import HelmDeployHandler
 from runner.sdk import ToolSettings
 from runner.testing import make_context, run_handler
-from tests.helm.conftest import package_chart, push_chart_artifact, registry_config, write_chart
-from tests.support.registry import start_registry
+
+# The test tier's chart and registry helpers, importable when run as ``python bench/helm_bench.py``.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.helm.conftest import (  # noqa: E402
+    package_chart,
+    push_chart_artifact,
+    registry_config,
+    write_chart,
+)
+from tests.support.registry import start_registry  # noqa: E402
 
 SVC_DIR = Path(os.environ.get("SVC_DIR", "/tmp/runner-test-svc"))
 KUBECONFIG = Path(os.environ.get("RUNNER_TEST_KUBECONFIG", SVC_DIR / "kube" / "admin.kubeconfig"))
