@@ -6,8 +6,9 @@ job's 0600 repository config), packaged (``helm package``) and pushed to ``dst_r
 ``job.owner_id`` (else ``dst_tag``) as an OCI artifact of type ``artifact/nuon`` holding one file,
 ``chart.tgz`` (reference-runner.md §4.6), which ``oci-sync`` copies and ``helm-chart-deploy``
 pulls. Outputs: the reference's ``files`` and ``image.tag``, plus the artifact's ``digest`` and
-the chart's name and version. ``helm_repo_config`` (a classic HTTP repository) is not supported
-yet: such a plan fails saying so.
+the chart's name and version. Without ``git_source.url``, the chart comes from
+``helm_repo_config`` (a classic HTTP repository, handlers/helm/repo.py: basic auth from the URL's
+userinfo, only in the job's 0600 repositories.yaml); its packaged dependencies come with it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import yaml
 
 from handlers.helm.binary import requested_version, resolve_helm
 from handlers.helm.cli import Helm, helm_env, write_private
+from handlers.helm.repo import parse_repo, pull_chart
 from handlers.helm.settings import HelmSettings
 from handlers.oci.artifacts import push_directory
 from handlers.oci.registry import open_registry
@@ -71,23 +73,15 @@ class HelmChartBuildHandler(Handler):
             )
         repo_config = plan.helm_build_plan.helm_repo_config if plan.helm_build_plan else None
         if not (plan.git_source and plan.git_source.url):
-            if repo_config is not None and repo_config.repo_url:
-                raise HandlerError("helm_repo_config (a classic HTTP repository) is not supported yet")
-            raise HandlerError("the build plan names no chart: git_source.url is not set")
+            if repo_config is None or not repo_config.repo_url:
+                raise HandlerError(
+                    "the build plan names no chart: neither git_source.url nor helm_repo_config is set"
+                )
+            parse_repo(repo_config.repo_url, repo_config.chart, repo_config.version)  # fails early
 
     async def execute(self, ctx: JobContext) -> None:
         plan = ctx.plan_as(BuildPlan)
         tag = ctx.job.owner_id or plan.dst_tag
-        fetched = await fetch_source(
-            git=plan.git_source,
-            local_archive=None,
-            dest=ctx.workspace / "source",
-            processes=ctx.processes,
-            secrets=ctx.secrets,
-            log=ctx.log,
-        )
-        chart_dir = fetched.directory
-        metadata = chart_metadata(chart_dir)
         request = await requested_version(ctx, app_id="", app_config_id="", component_id="", plan_version="")
         binary = await resolve_helm(
             request,
@@ -98,8 +92,26 @@ class HelmChartBuildHandler(Handler):
         )
         env = helm_env(ctx.workspace / "helm", kubeconfig=None, driver="secret")
         helm = Helm(binary.path, env, ctx.processes, ctx.log)
+        repo_config = plan.helm_build_plan.helm_repo_config if plan.helm_build_plan else None
+        vendored = False
+        if plan.git_source and plan.git_source.url:
+            fetched = await fetch_source(
+                git=plan.git_source,
+                local_archive=None,
+                dest=ctx.workspace / "source",
+                processes=ctx.processes,
+                secrets=ctx.secrets,
+                log=ctx.log,
+            )
+            chart_dir = fetched.directory
+        else:
+            assert repo_config is not None  # prepare() checked
+            repo = parse_repo(repo_config.repo_url, repo_config.chart, repo_config.version)
+            chart_dir = await pull_chart(helm, repo, ctx.workspace / "source", log=ctx.log)
+            vendored = (chart_dir / "charts").is_dir()  # a packaged chart carries its dependencies
+        metadata = chart_metadata(chart_dir)
         repos = dependency_repositories(metadata)
-        if metadata.get("dependencies"):
+        if metadata.get("dependencies") and not vendored:
             write_private(Path(env["HELM_REPOSITORY_CONFIG"]), repositories_yaml(repos))
             await helm.run(["dependency", "build", str(chart_dir)])
         out = ctx.workspace / "package"
