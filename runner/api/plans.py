@@ -251,6 +251,10 @@ class HelmDeployPlan(PlanModel):
     take_ownership: bool = False
     #: Ours: the helm version when the app config names none (``runner exec``, tests).
     helm_version: str = ""
+    #: Ours, for ``runner exec``: a chart from ``{git: GitSource}``, ``{oci: {ref, version}}`` or
+    #: ``{repo: {url, chart, version, username, password}}`` instead of ``src_registry:src_tag``
+    #: (validated by handlers/helm/chart_source.py).
+    chart_source: dict[str, Any] | None = None
 
 
 class TerraformDeployPlan(PlanModel):
