@@ -27,6 +27,7 @@ import anyio
 from handlers.common.kubeconfig import kubeconfig_file, resolve_kubeconfig
 from handlers.helm import plan as plans
 from handlers.helm.binary import VersionRequest, requested_version, resolve_helm
+from handlers.helm.chart_source import chart_from_source
 from handlers.helm.cli import DRIVERS, Helm, HelmFailed, error_line, helm_env, write_private
 from handlers.helm.flags import helm_major, upgrade_flags
 from handlers.helm.settings import HelmSettings
@@ -117,7 +118,10 @@ class HelmDeployHandler(Handler):
         if ctx.operation == "apply-plan" and self._op == "uninstall":
             await self._uninstall(ctx, helm)
             return
-        chart = await self._fetch_chart(ctx, plan)
+        if self._section.chart_source:  # ours, for runner exec (handlers/helm/chart_source.py)
+            chart = await chart_from_source(ctx, helm, self._section.chart_source)
+        else:
+            chart = await self._fetch_chart(ctx, plan)
         args = self._values(ctx)
         if ctx.operation == "create-apply-plan":
             await self._plan_apply(ctx, helm, chart, args)

@@ -1,24 +1,32 @@
 """Charts from a classic HTTP helm repository (index.yaml, basic auth) served on loopback:
-helm-chart-build's ``helm_repo_config``, with the real helm and the real registry."""
+helm-chart-build's ``helm_repo_config``; and helm-chart-deploy's ``helm.chart_source`` (ours, for
+``runner exec``): git, ``oci://`` and a classic repository. The real helm, registry and apiserver."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from handlers.helm.build import HelmChartBuildHandler
+from handlers.helm.chart_source import parse_chart_source
 from handlers.helm.deploy import HelmDeployHandler
 from handlers.helm.repo import display_url, parse_repo, repositories_yaml
-from runner.sdk import ToolSettings
+from runner.sdk import HandlerError, ToolSettings
 from runner.testing import make_context, run_handler
 from tests.helm.chart_repo import PASSWORD, USER, ChartRepoServer, chart_repo  # noqa: F401 - fixture
-from tests.helm.conftest import deploy_plan, registry_config
-from tests.helm.test_deploy import decode
+from tests.helm.conftest import DEFAULT_VALUES, TEMPLATES, deploy_plan, registry_config, write_chart
+from tests.helm.test_deploy import decode, plan_and_apply
 from tests.kube.conftest import Cluster
 from tests.support.registry import RegistryServer
+from tests.support.terraform import GitServer, git_server  # noqa: F401 - fixture
 
 
 def test_credentials_leave_the_url() -> None:
@@ -101,3 +109,157 @@ async def test_build_from_a_repository_with_a_wrong_password_fails(
     assert "wrong-pass" not in run.log.text()
     assert chart_repo.refused >= 1
     assert not chart_repo.paths
+
+
+def test_chart_source_names_exactly_one_source() -> None:
+    assert parse_chart_source({"oci": {"ref": "oci://h/c/demo"}}).oci is not None
+    for bad in (
+        {},
+        {"oci": {"ref": "https://h/c"}},
+        {"git": {"url": "u"}, "repo": {"url": "u", "chart": "c"}},
+    ):
+        with pytest.raises(HandlerError, match="chart_source"):
+            parse_chart_source(bad)
+
+
+@pytest.mark.kube
+@pytest.mark.anyio
+async def test_deploy_chart_from_git(
+    git_server: GitServer,  # noqa: F811
+    kube_cluster: Cluster,
+    kube_namespace: str,
+    helm_tools: ToolSettings,
+    tmp_path: Path,
+) -> None:
+    files = {
+        "deploy/demo/Chart.yaml": yaml.safe_dump({"apiVersion": "v2", "name": "demo", "version": "0.5.0"}),
+        "deploy/demo/values.yaml": yaml.safe_dump(DEFAULT_VALUES),
+        **{f"deploy/demo/templates/{name}": text for name, text in TEMPLATES.items()},
+    }
+    url = git_server.create("chart-in-git", files)
+    source = {"git": {"url": url, "ref": "main", "path": "deploy/demo"}}
+    _, applied = await plan_and_apply(
+        kube_cluster, kube_namespace, {}, tmp_path, helm_tools, chart_source=source
+    )
+    assert applied.outputs["chart_version"] == "0.5.0"
+    assert applied.outputs["status"] == "deployed"
+
+
+@pytest.mark.kube
+@pytest.mark.anyio
+async def test_deploy_chart_from_oci(
+    helm_bin: str,
+    oci_registry: RegistryServer,
+    kube_cluster: Cluster,
+    kube_namespace: str,
+    helm_tools: ToolSettings,
+    tmp_path: Path,
+) -> None:
+    chart = write_chart(tmp_path / "src", version="0.6.0")
+    done = subprocess.run(
+        [helm_bin, "package", str(chart), "-d", str(tmp_path / "pkg")], capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    push = [
+        helm_bin,
+        "push",
+        str(tmp_path / "pkg" / "demo-0.6.0.tgz"),
+        f"oci://{oci_registry.host}/charts",
+        "--plain-http",
+    ]
+    done = subprocess.run(
+        push, capture_output=True, timeout=60, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    )
+    assert done.returncode == 0, done.stderr
+    source = {
+        "oci": {"ref": f"oci://{oci_registry.host}/charts/demo", "version": "0.6.0", "plain_http": True}
+    }
+    _, applied = await plan_and_apply(
+        kube_cluster, kube_namespace, {}, tmp_path, helm_tools, chart_source=source
+    )
+    assert applied.outputs["chart_version"] == "0.6.0"
+    assert applied.outputs["status"] == "deployed"
+
+
+@pytest.mark.kube
+@pytest.mark.anyio
+async def test_deploy_chart_from_a_classic_repository_with_basic_auth(
+    chart_repo: ChartRepoServer,  # noqa: F811
+    helm_bin: str,
+    kube_cluster: Cluster,
+    kube_namespace: str,
+    helm_tools: ToolSettings,
+    tmp_path: Path,
+) -> None:
+    chart_repo.add_chart(helm_bin, version="0.7.0")
+    source = {
+        "repo": {
+            "url": chart_repo.url,
+            "chart": "demo",
+            "version": "0.7.0",
+            "username": USER,
+            "password": PASSWORD,
+        }
+    }
+    planned, applied = await plan_and_apply(
+        kube_cluster, kube_namespace, {}, tmp_path, helm_tools, chart_source=source
+    )
+    assert applied.outputs["chart_version"] == "0.7.0"
+    assert "/charts/demo-0.7.0.tgz" in chart_repo.paths
+    assert PASSWORD not in planned.log.text()
+    assert PASSWORD not in applied.log.text()
+
+
+@pytest.mark.kube
+def test_runner_exec_deploys_a_chart_from_a_classic_repository(
+    chart_repo: ChartRepoServer,  # noqa: F811
+    helm_bin: str,
+    kube_cluster: Cluster,
+    kube_namespace: str,
+    tmp_path: Path,
+) -> None:
+    """``runner exec`` as a developer runs it: plan, then apply that plan, two real processes."""
+    chart_repo.add_chart(helm_bin, version="0.8.0")
+    source = {
+        "repo": {
+            "url": chart_repo.url,
+            "chart": "demo",
+            "version": "0.8.0",
+            "username": USER,
+            "password": PASSWORD,
+        }
+    }
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(deploy_plan(kube_cluster, kube_namespace, {}, chart_source=source)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
+    base = [
+        sys.executable,
+        "-m",
+        "runner",
+        "exec",
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--log-format",
+        "json",
+    ]
+    base += ["--type", "helm-chart-deploy", "--plan", str(plan)]
+    planned = subprocess.run(
+        [*base, "--operation", "create-apply-plan", "--result-out", str(tmp_path / "r.json")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    applied = subprocess.run(
+        [*base, "--operation", "apply-plan", "--apply-plan", str(tmp_path / "r.json")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
+    assert applied.returncode == 0, applied.stderr[-3000:]
+    outputs = json.loads(applied.stdout)
+    assert outputs["chart_version"] == "0.8.0"
+    assert outputs["status"] == "deployed"
+    assert PASSWORD not in planned.stderr + applied.stderr + applied.stdout
