@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from handlers.helm.binary import HelmChecksumMismatch, VersionRequest, platform_suffix, resolve_helm
-from runner.testing import make_context
+from runner.testing import RecordingLog, make_context
 from tests.helm.conftest import HELM_VERSION
 
 ARCHIVE = f"helm-v{HELM_VERSION}-{platform_suffix()}.tar.gz"
@@ -79,6 +79,7 @@ async def test_download_from_the_mirror_is_verified_cached_and_runs(mirror_url: 
     assert (got.path.parent / "helm.json").is_file()
     out = subprocess.run([str(got.path), "version", "--short"], capture_output=True, text=True, timeout=30)
     assert out.stdout.startswith(f"v{HELM_VERSION}")
+    assert isinstance(ctx.log, RecordingLog)
     assert any(m.startswith("helm downloaded and verified") for m in ctx.log.messages())
     again = await resolve_helm(
         request, tools_dir=tools, mirror_url=f"{mirror_url}/good", processes=ctx.processes, log=ctx.log
