@@ -197,6 +197,55 @@ def test_rbac_is_namespaced_explicit_and_bound_to_the_pods_service_account(
     assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(wanted)
 
 
+def test_cluster_scoped_switch_renders_one_cluster_role_instead_of_the_roles(helm: Tool) -> None:
+    base = ["-f", str(VALUES_DIR / "created-secret.yaml")]
+    namespaced = render(helm, *base)
+    assert not [d for d in namespaced if d["kind"].startswith("Cluster")], "nothing cluster-scoped by default"
+    docs = render(helm, *base, "--set", "rbac.clusterScoped=true")
+    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
+    role, binding = only(docs, "ClusterRole"), only(docs, "ClusterRoleBinding")
+    assert "namespace" not in role["metadata"]
+    assert role["metadata"]["name"] == binding["metadata"]["name"] == binding["roleRef"]["name"]
+    assert binding["roleRef"]["kind"] == "ClusterRole"
+    sa_name = only(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa_name, "namespace": "runners"}]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["rbac"]
+    assert role["rules"] == values["rules"] + values["clusterRules"]
+    for rule in role["rules"]:
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[field]
+        assert not {"bind", "escalate", "impersonate"} & set(rule["verbs"]), "documented as left out"
+    granted = {(g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    assert {
+        ("", "namespaces"),
+        ("apiextensions.k8s.io", "customresourcedefinitions"),
+        ("rbac.authorization.k8s.io", "clusterroles"),
+        ("rbac.authorization.k8s.io", "clusterrolebindings"),
+    } <= granted
+
+
+def test_cluster_scoped_rules_refuse_wildcards(helm: Tool) -> None:
+    proc = helm.run(
+        [
+            "template",
+            "rel",
+            str(CHART),
+            "-f",
+            str(VALUES_DIR / "created-secret.yaml"),
+            "--set",
+            "rbac.clusterScoped=true",
+            "--set",
+            "rbac.extraClusterRules[0].apiGroups[0]=*",
+            "--set",
+            "rbac.extraClusterRules[0].resources[0]=*",
+            "--set",
+            "rbac.extraClusterRules[0].verbs[0]=*",
+        ]
+    )
+    assert proc.returncode != 0
+    assert "wildcard" in proc.stderr
+
+
 def test_sigterm_drain_fits_in_the_termination_grace(helm: Tool, values_file: Path) -> None:
     docs = render_values(helm, values_file)
     deployment = only(docs, "Deployment")

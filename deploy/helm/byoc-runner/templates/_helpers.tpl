@@ -104,3 +104,8 @@ app.kubernetes.io/component: runner
 {{- fail "replicaCount must be 0 or 1: each runner id is one process. Install a second release with its own runner.id for more runners, or raise runner.concurrency" }}
 {{- end }}
 {{- end }}
+
+{{/* Cluster-scoped names carry the release namespace: two releases of one name must not collide. */}}
+{{- define "byoc-runner.clusterRbacName" -}}
+{{- printf "%s-%s" .Release.Namespace (include "byoc-runner.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
