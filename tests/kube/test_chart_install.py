@@ -158,6 +158,17 @@ async def test_cluster_scoped_switch_grants_exactly_its_cluster_role_everywhere_
     for where in (ns, "default", "kube-system"):
         assert can_i_list(kube_cluster, kubeconfig, where) == expected, where
 
+    # No bind/escalate: a ClusterRole granting what the runner does not hold is refused.
+    with pytest.raises(AssertionError, match="attempting to grant RBAC permissions not currently held"):
+        kube_cluster.kubectl(
+            "create",
+            "clusterrole",
+            f"too-much-{uuid.uuid4().hex[:8]}",
+            "--verb=get",
+            "--resource=nodes",
+            kubeconfig=kubeconfig,
+        )
+
     target = f"deployed-{uuid.uuid4().hex[:8]}"
     docs = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": target}},
