@@ -279,6 +279,19 @@ class KubernetesManifestDeployPlan(PlanModel):
     manifest: str = ""
 
 
+class JobDeployPlan(PlanModel):
+    """A ``job`` component's deploy (ours, docs/kubernetes.md "job-deploy"): the image run as a Job."""
+
+    cluster_info: ClusterInfo | None = None
+    namespace: str = ""
+    image_url: str = ""
+    tag: str = ""
+    cmd: list[str] | None = None
+    args: list[str] | None = None
+    env_vars: dict[str, str] | None = None
+    backoff_limit: int = 0
+
+
 class DeployPlan(BasePlan):
     install_id: str = ""
     app_id: str = ""
@@ -290,6 +303,7 @@ class DeployPlan(BasePlan):
     helm: HelmDeployPlan | None = None
     terraform: TerraformDeployPlan | None = None
     kubernetes_manifest: KubernetesManifestDeployPlan | None = None
+    job: JobDeployPlan | None = None
     noop: dict[str, Any] | None = None
     apply_plan_contents: str = ""
     apply_plan_display: Any = None
