@@ -198,6 +198,8 @@ class JobType(StrEnum):
     HELM_CHART_DEPLOY = "helm-chart-deploy"
     JOB_DEPLOY = "job-deploy"
     KUBERNETES_MANIFEST_DEPLOY = "kubernetes-manifest-deploy"
+    #: Named by the newer API without a definition; ours: docs/kubernetes.md.
+    KUBERNETES_MANIFEST_BUILD = "kubernetes-manifest-build"
     NOOP_DEPLOY = "noop-deploy"
     SHUT_DOWN = "shut-down"
     UPDATE_VERSION = "update-version"

@@ -449,6 +449,21 @@ EXPECTED["fetch-image-metadata"] = no_reference_handler(
     ],
     "§10.2 fetch-image-metadata has no handler in the reference",
 )
+#: kubernetes-manifest-build is ours (the newer API names it, the reference has no handler): the
+#: plan, then the outputs, as fetch-image-metadata.
+EXPECTED["kubernetes-manifest-build"] = no_reference_handler(
+    [
+        CLAIM,
+        patch("initializing"),
+        PLAN,
+        patch("in-progress"),
+        outputs("{outputs}"),
+        patch("cleaning-up"),
+        RESULT_OK,
+        patch("finished"),
+    ],
+    "§10.2 kubernetes-manifest-build has no handler in the reference",
+)
 #: kubernetes-manifest-deploy (``deploy/kubernetes_manifest``): the plan and the app config in
 #: Fetch; a plan op POSTs the compressed plan as the result during execute, an apply-plan its
 #: result likewise; outputs (the diff) after. Ours posts the result just before the final status.
@@ -602,6 +617,26 @@ def test_helm_chart_build(
     )
     assert job["status"] == "finished", job
     check("helm-chart-build", transcript)
+
+
+def test_kubernetes_manifest_build(
+    rig: ConformanceRig, oci_registry: RegistryServer, git_server: GitServer
+) -> None:
+    ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: conf\n"
+    url = git_server.create("conformance-kube-build", {"deploy/ns.yaml": ns})
+    job, transcript = rig.run_job(
+        "kubernetes-manifest-build",
+        {
+            "git_source": {"url": url, "ref": "main", "path": "deploy"},
+            "dst_registry": {
+                "RegistryType": "private_oci",
+                "Repository": f"{oci_registry.host}/conf/kube-build",
+            },
+        },
+        owner_id="bldconfkube",
+    )
+    assert job["status"] == "finished", job
+    check("kubernetes-manifest-build", transcript)
 
 
 def test_helm_chart_deploy(tmp_path: Path, kube_cluster: Cluster, oci_registry: RegistryServer) -> None:
