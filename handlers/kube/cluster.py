@@ -168,6 +168,28 @@ class Cluster:
         self._check(answer, key, "deleting")
         return True
 
+    async def pod_names(self, namespace: str, selector: str) -> list[str]:
+        """The pods a label selector matches (job-deploy: the pods of its Job)."""
+        key = ObjectKey("v1", "Pod", namespace, "")
+        resource = await self.resource(key)
+        try:
+            answer = await self._dynamic.get(resource, namespace=namespace, label_selector=selector)
+        except ApiException as exc:
+            raise KubeError(f"listing pods in {namespace}: {_what(exc.status)}: {exc.reason}") from None
+        listed = self._check(answer, key, "listing")
+        return sorted(str((i.get("metadata") or {}).get("name", "")) for i in listed.get("items") or [])
+
+    async def pod_log(self, namespace: str, name: str, *, limit_bytes: int) -> str:
+        """A pod's log; ``KubeError`` when the cluster cannot give it (no kubelet, not started)."""
+        core = k8s.CoreV1Api(self._dynamic.client)
+        try:
+            text = await core.read_namespaced_pod_log(name, namespace, limit_bytes=limit_bytes)
+        except ApiException as exc:
+            raise KubeError(
+                f"reading the log of pod {namespace}/{name}: {exc.reason}", status=exc.status
+            ) from None
+        return str(text)
+
 
 @asynccontextmanager
 async def connect(kubeconfig: Path, discovery_cache: Path) -> AsyncIterator[Cluster]:

@@ -53,18 +53,20 @@ def job_manifest(
         container["args"] = list(section.args)
     if section.env_vars:
         container["env"] = [{"name": k, "value": v} for k, v in sorted(section.env_vars.items())]
+    spec: dict[str, Any] = {
+        "backoffLimit": section.backoff_limit,
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": {"restartPolicy": "Never", "containers": [container]},
+        },
+    }
+    if math.isfinite(seconds_left):
+        spec["activeDeadlineSeconds"] = max(1, math.ceil(seconds_left))
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": name, "namespace": section.namespace or "default", "labels": labels},
-        "spec": {
-            "backoffLimit": section.backoff_limit,
-            "activeDeadlineSeconds": max(1, math.ceil(seconds_left)),
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"restartPolicy": "Never", "containers": [container]},
-            },
-        },
+        "spec": spec,
     }
 
 
