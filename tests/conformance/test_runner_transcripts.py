@@ -17,6 +17,7 @@ point without one. The docker, kube and mng fixtures are the tiers' own (``conft
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -498,6 +499,22 @@ EXPECTED["kubernetes-manifest-deploy:apply-plan"] = [
 #: config in Fetch (ours: prepare), the compressed plan as the result, outputs after.
 EXPECTED["helm-chart-deploy:create-apply-plan"] = EXPECTED["kubernetes-manifest-deploy:create-apply-plan"]
 EXPECTED["helm-chart-deploy:apply-plan"] = EXPECTED["kubernetes-manifest-deploy:apply-plan"]
+#: job-deploy (``deploy/job``): the reference's Fetch does nothing and its Exec only logs that job
+#: components are no longer supported (§12); ours reads the plan and runs its image as a Job.
+EXPECTED["job-deploy:apply-plan"] = [
+    CLAIM,
+    patch("initializing"),
+    Ours(PLAN.line, "docs/kubernetes.md job-deploy: ours runs the Job the plan describes"),
+    patch("in-progress"),
+    Ours(
+        f"POST {EXEC}/outputs {{outputs}} [runner]",
+        "docs/kubernetes.md job-deploy outputs",
+        reference=f"POST {EXEC}/outputs {{}} [runner]",
+    ),
+    patch("cleaning-up"),
+    RESULT_OK,
+    patch("finished"),
+]
 #: Management jobs (``management/``) run under ``runner mng``: no plan. The reference's
 #: mng-shut-down PATCHes the execution and the job ``finished`` in cleanup and exits; its
 #: mng-runner-update-version reads settings in Fetch (left out with the other settings reads) and
@@ -594,6 +611,52 @@ def test_kubernetes_manifest_deploy(tmp_path: Path, kube_cluster: Cluster) -> No
             assert job["status"] == "finished", job
             check("kubernetes-manifest-deploy:apply-plan", transcript)
     finally:
+        kube_cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found")
+
+
+def test_job_deploy(tmp_path: Path, kube_cluster: Cluster) -> None:
+    ns = f"conf-{uuid.uuid4().hex[:8]}"
+    kube_cluster.kubectl("create", "namespace", ns)
+    plan: dict[str, Any] = {
+        "job": {
+            "image_url": "127.0.0.1:5000/conf/job",
+            "tag": "1",
+            "namespace": ns,
+            "cluster_info": {"kube_config": kube_cluster.kubeconfig.read_text()},
+        }
+    }
+    stop = threading.Event()
+
+    def complete_jobs() -> None:
+        """Play the job controller (no kubelet here): mark the runner's Job Complete."""
+        status = json.dumps(
+            {
+                "status": {
+                    "conditions": [{"type": "Complete", "status": "True"}],
+                    "startTime": "2026-01-01T00:00:00Z",
+                }
+            }
+        )
+        while not stop.is_set():
+            names = kube_cluster.kubectl("get", "jobs", "-n", ns, "-o", "name").split()
+            for name in names:
+                kube_cluster.kubectl(
+                    "patch", name, "-n", ns, "--subresource=status", "--type=merge", "-p", status
+                )
+            if names:
+                return
+            stop.wait(0.2)
+
+    helper = threading.Thread(target=complete_jobs, daemon=True)
+    try:
+        with conformance_rig(tmp_path, RUNNER_KUBE_POLL_INTERVAL="0.2") as rig:
+            helper.start()
+            job, transcript = rig.run_job("job-deploy", plan, operation="apply-plan")
+            assert job["status"] == "finished", job
+            check("job-deploy:apply-plan", transcript)
+    finally:
+        stop.set()
+        helper.join(timeout=10)
         kube_cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found")
 
 
