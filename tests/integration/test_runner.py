@@ -284,7 +284,7 @@ def test_health_endpoints_and_health_check_job(runner_process: Any, operator: An
     assert 'byoc_runner_jobs_total{type="health-check",outcome="finished"} 1' in metrics
     assert "byoc_runner_pickup_latency_seconds_count" in metrics
     assert "byoc_runner_heartbeats_total" in metrics
-    assert "byoc_runner_api_requests_total{method=\"GET\"}" in metrics
+    assert 'byoc_runner_api_requests_total{method="GET"}' in metrics
 
 
 def test_shut_down_job_finishes_then_exits_0(runner_process: Any, operator: Any) -> None:
