@@ -30,7 +30,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import anyio
 
-from runner.sdk import HandlerError, JobLog, ProcessRunner, SecretRegistry
+from runner.sdk import HandlerError, JobContext, JobLog, ProcessRunner, SecretRegistry
 from runner.sdk.plans import GitSource, LocalArchive
 
 _SHA_RE = re.compile(r"^[0-9a-fA-F]{7,64}$")
@@ -296,3 +296,24 @@ async def fetch_source(
     if git is not None and git.url:
         return await clone_git(git, dest, processes=processes, secrets=secrets, log=log)
     raise SourceError("the plan names no source: neither git_source.url nor local_archive is set")
+
+
+async def fetch_job_source(
+    ctx: JobContext,
+    git: GitSource | None,
+    local_archive: LocalArchive | None = None,
+    *,
+    dest_name: str = "source",
+) -> FetchedSource:
+    """:func:`fetch_source` into the job's workspace with the job's own runner, secrets and log.
+
+    Every build and deploy fetches its source the same way; this keeps the wiring in one place.
+    """
+    return await fetch_source(
+        git=git,
+        local_archive=local_archive,
+        dest=ctx.workspace / dest_name,
+        processes=ctx.processes,
+        secrets=ctx.secrets,
+        log=ctx.log,
+    )

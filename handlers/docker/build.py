@@ -48,7 +48,7 @@ from handlers.oci.client import scheme_for
 from handlers.oci.errors import ConfigurationError, first_error
 from handlers.oci.reference import ReferenceError
 from handlers.oci.registry import RegistryTarget, open_registry
-from handlers.sources import fetch_source, split_credentials
+from handlers.sources import fetch_job_source, split_credentials
 from runner.sdk import Handler, HandlerError, JobContext
 from runner.sdk.plans import BasePlan, BuildPlan
 
@@ -153,14 +153,7 @@ class DockerBuildHandler(Handler):
         with first_error():
             async with anyio.create_task_group() as tg:
                 tg.start_soon(probe)
-                source = await fetch_source(
-                    git=plan.git_source,
-                    local_archive=None,
-                    dest=ctx.workspace / "src",
-                    processes=ctx.processes,
-                    secrets=ctx.secrets,
-                    log=ctx.log,
-                )
+                source = await fetch_job_source(ctx, plan.git_source, dest_name="src")
         self._commit = source.commit
         self._paths = resolve_build_paths(source.root, source.directory, spec.context, spec.dockerfile)
         self._kind, why = choose_builder(self._settings.builder, self._probe)

@@ -26,7 +26,7 @@ from handlers.helm.repo import parse_repo, pull_chart
 from handlers.helm.settings import HelmSettings
 from handlers.oci.artifacts import push_directory
 from handlers.oci.registry import open_registry
-from handlers.sources import fetch_source
+from handlers.sources import fetch_job_source
 from runner.sdk import Handler, HandlerError, JobContext
 from runner.sdk.plans import BasePlan, BuildPlan
 
@@ -95,14 +95,7 @@ class HelmChartBuildHandler(Handler):
         repo_config = plan.helm_build_plan.helm_repo_config if plan.helm_build_plan else None
         vendored = False
         if plan.git_source and plan.git_source.url:
-            fetched = await fetch_source(
-                git=plan.git_source,
-                local_archive=None,
-                dest=ctx.workspace / "source",
-                processes=ctx.processes,
-                secrets=ctx.secrets,
-                log=ctx.log,
-            )
+            fetched = await fetch_job_source(ctx, plan.git_source)
             chart_dir = fetched.directory
         else:
             assert repo_config is not None  # prepare() checked

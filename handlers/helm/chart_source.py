@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from handlers.helm.cli import Helm, registry_config, write_private
 from handlers.helm.repo import parse_repo, pull_chart
-from handlers.sources import fetch_source
+from handlers.sources import fetch_job_source
 from runner.sdk import HandlerError, JobContext
 from runner.sdk.plans import GitSource
 
@@ -66,14 +66,7 @@ async def chart_from_source(ctx: JobContext, helm: Helm, raw: dict[str, Any]) ->
     source = parse_chart_source(raw)
     dest = ctx.workspace / "chart-source"
     if source.git is not None:
-        fetched = await fetch_source(
-            git=source.git,
-            local_archive=None,
-            dest=dest,
-            processes=ctx.processes,
-            secrets=ctx.secrets,
-            log=ctx.log,
-        )
+        fetched = await fetch_job_source(ctx, source.git, dest_name="chart-source")
         return fetched.directory
     if source.repo is not None:
         repo = parse_repo(

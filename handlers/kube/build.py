@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from handlers.kube.manifest import ManifestError, ManifestObject, ObjectKey, parse_manifest
 from handlers.oci.artifacts import push_directory
 from handlers.oci.registry import open_registry
-from handlers.sources import fetch_source
+from handlers.sources import fetch_job_source
 from runner.sdk import Handler, HandlerError, JobContext
 from runner.sdk.plans import BasePlan, BuildPlan
 
@@ -94,14 +94,7 @@ class KubernetesManifestBuildHandler(Handler):
         assert plan.git_source is not None  # prepare() checked
         assert plan.dst_registry is not None
         tag = ctx.job.owner_id or plan.dst_tag
-        fetched = await fetch_source(
-            git=plan.git_source,
-            local_archive=None,
-            dest=ctx.workspace / "source",
-            processes=ctx.processes,
-            secrets=ctx.secrets,
-            log=ctx.log,
-        )
+        fetched = await fetch_job_source(ctx, plan.git_source)
         root = fetched.directory
         files = {p.relative_to(root).as_posix(): p.read_text() for p in manifest_files(root)}
         objects = validate(files)

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from handlers.oci.artifacts import push_directory
 from handlers.oci.registry import open_registry
-from handlers.sources import fetch_source
+from handlers.sources import fetch_job_source
 from handlers.terraform.workspace import InvalidInput, declared_backends
 from runner.sdk import Handler, JobContext
 from runner.sdk.plans import BasePlan, BuildPlan
@@ -38,14 +38,7 @@ class TerraformModuleBuildHandler(Handler):
             )
         if plan.dst_registry is None:
             raise InvalidInput("the build plan has no dst_registry")
-        fetched = await fetch_source(
-            git=plan.git_source,
-            local_archive=None,
-            dest=ctx.workspace / "source",
-            processes=ctx.processes,
-            secrets=ctx.secrets,
-            log=ctx.log,
-        )
+        fetched = await fetch_job_source(ctx, plan.git_source)
         module = fetched.directory
         if not any(module.glob("*.tf")) and not any(module.glob("*.tf.json")):
             ctx.log.warning(

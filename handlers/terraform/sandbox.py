@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from handlers.sources import fetch_source
+from handlers.sources import fetch_job_source
 from handlers.terraform.operations import TerraformRunHandler
 from handlers.terraform.workspace import TerraformInputs
 from runner.sdk import JobContext
@@ -26,13 +26,6 @@ class SandboxTerraformHandler(TerraformRunHandler):
 
     async def fetch_module(self, ctx: JobContext) -> Path:
         plan = ctx.plan_as(SandboxRunPlan)
-        fetched = await fetch_source(
-            git=plan.git_source,
-            local_archive=plan.local_archive,
-            dest=ctx.workspace / "source",
-            processes=ctx.processes,
-            secrets=ctx.secrets,
-            log=ctx.log,
-        )
+        fetched = await fetch_job_source(ctx, plan.git_source, plan.local_archive)
         ctx.log.info("sandbox module ready", source=fetched.description)
         return fetched.directory
