@@ -12,6 +12,7 @@ import math
 import re
 from typing import Any, Literal
 
+from handlers.kube.readiness import true_condition
 from runner.sdk import HandlerError
 from runner.sdk.plans import JobDeployPlan
 
@@ -79,8 +80,8 @@ def job_outcome(job: dict[str, Any]) -> tuple[Outcome, str]:
     """Complete or Failed as the job controller sets them; anything else is still running."""
     status = job.get("status") or {}
     for kind, outcome in (("Failed", "failed"), ("Complete", "complete")):
-        for cond in status.get("conditions") or []:
-            if cond.get("type") == kind and str(cond.get("status")) == "True":
-                why = " ".join(str(cond.get(k) or "") for k in ("reason", "message")).strip()
-                return outcome, why or kind  # type: ignore[return-value]
+        cond = true_condition(status, kind)
+        if cond is not None:
+            why = " ".join(str(cond.get(k) or "") for k in ("reason", "message")).strip()
+            return outcome, why or kind  # type: ignore[return-value]
     return "running", f"{status.get('active') or 0} active, {status.get('failed') or 0} failed"

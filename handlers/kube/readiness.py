@@ -17,7 +17,8 @@ class WorkloadFailed(HandlerError):
     """A workload reached a state it does not come back from (a Job's Failed condition)."""
 
 
-def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
+def true_condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    """The condition ``kind`` when its status is True, as controllers set them."""
     for cond in status.get("conditions") or []:
         if cond.get("type") == kind and str(cond.get("status")) == "True":
             return dict(cond)
@@ -60,11 +61,11 @@ def readiness(obj: dict[str, Any]) -> tuple[bool, str]:
         if ready < want:
             return False, f"{ready} of {want} pods ready"
         return True, f"{ready} pods ready"
-    failed = _condition(status, "Failed")
+    failed = true_condition(status, "Failed")
     if failed is not None:
         raise WorkloadFailed(
             f"Job {name} failed: {failed.get('reason', '')} {failed.get('message', '')}".strip(), object=name
         )
-    if _condition(status, "Complete") is not None:
+    if true_condition(status, "Complete") is not None:
         return True, "complete"
     return False, f"{status.get('succeeded') or 0} succeeded, {status.get('active') or 0} active"
