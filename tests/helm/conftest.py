@@ -3,11 +3,12 @@ registry (docker-registry) on loopback.
 
 Charts are written by ``write_chart`` and pushed as the reference's build does: an OCI artifact
 (``artifact/nuon``) holding ``chart.tgz`` (``helm package`` output), which helm-chart-deploy
-pulls from ``src_registry:src_tag``. No pods run here (no kubelet), and helm's ``--wait`` wants a
-Deployment's new ReplicaSet, which the tier's controller manager did not create here: the
-chart's Deployment is rendered only with ``web=true``, and the tests that set it use it as what
-never becomes ready (cancel during ``--wait``, a killed helm). The ConfigMap and the hook need no
-controller.
+pulls from ``src_registry:src_tag``. No pods run here (no kubelet), and the tier's controller
+manager runs no deployment or replicaset controller, so the chart's Deployment (rendered only with
+``web=true``) never becomes ready by itself: test_deploy.py uses it as what never becomes ready
+(cancel during ``--wait``, a killed helm); test_wait.py stands in for the controllers (the
+ReplicaSet and both status subresources) to hold a job in ``--wait`` and then release it. The
+ConfigMap and the hook need no controller.
 """
 
 from __future__ import annotations
