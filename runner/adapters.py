@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -26,6 +27,10 @@ _LOCK_RETRY = RetryPolicy(attempts=1)
 #: about a minute (expected backoff sum ~70 s, at most ~140 s) instead of failing the apply at
 #: its final write. The job's deadline and cancel still bound it.
 _STATE_RETRY = RetryPolicy(attempts=12, base_delay=0.5, max_delay=20.0)
+#: Helm release records are written back after helm ran, and a lost write is a lost revision, so
+#: they ride out a short outage too; a retried create meets 409 and a retried delete 404, which
+#: the caller (handlers/helm/nuon.py) takes as done.
+_RELEASE_RETRY = RetryPolicy(attempts=6, base_delay=0.5, max_delay=8.0)
 
 
 def tool_settings(config: Config) -> ToolSettings:
@@ -170,6 +175,44 @@ class RunnerHandlerAPI:
                 install_id, workflow_run_id, step_id, status, execution_duration_ns
             )
         )
+
+    # ------------------------------------------------------------------ helm release storage
+
+    def _release_path(self, helm_chart_id: str, namespace: str, key: str = "") -> str:
+        path = f"/v1/helm-releases/{quote(helm_chart_id, safe='')}/releases/{quote(namespace, safe='')}"
+        return f"{path}/{quote(key, safe='')}" if key else path
+
+    async def helm_releases(self, helm_chart_id: str, namespace: str) -> list[dict[str, Any]]:
+        reply = await _call(
+            self._client.request("GET", self._release_path(helm_chart_id, namespace), retry=_RELEASE_RETRY)
+        )
+        try:
+            data = json.loads(reply.body or b"[]")
+        except ValueError:
+            raise APIRequestFailed(
+                "helm releases: the answer is not JSON", status=reply.status, body=reply.body
+            ) from None
+        if not isinstance(data, list):
+            raise APIRequestFailed(
+                "helm releases: the answer is not a list", status=reply.status, body=reply.body
+            )
+        return [r for r in data if isinstance(r, dict)]
+
+    async def create_helm_release(
+        self, helm_chart_id: str, namespace: str, key: str, release: Mapping[str, Any]
+    ) -> None:
+        path = self._release_path(helm_chart_id, namespace, key)
+        await _call(self._client.request("POST", path, json=dict(release), retry=_RELEASE_RETRY))
+
+    async def update_helm_release(
+        self, helm_chart_id: str, namespace: str, key: str, release: Mapping[str, Any]
+    ) -> None:
+        path = self._release_path(helm_chart_id, namespace, key)
+        await _call(self._client.request("PUT", path, json=dict(release), retry=_RELEASE_RETRY))
+
+    async def delete_helm_release(self, helm_chart_id: str, namespace: str, key: str) -> None:
+        path = self._release_path(helm_chart_id, namespace, key)
+        await _call(self._client.request("DELETE", path, retry=_RELEASE_RETRY))
 
 
 async def _json_call(call: Awaitable[dict[str, Any]]) -> dict[str, Any]:

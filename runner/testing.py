@@ -185,6 +185,22 @@ class NoAPI:
     ) -> dict[str, Any]:
         raise self._refuse("update_action_workflow_step")
 
+    async def helm_releases(self, helm_chart_id: str, namespace: str) -> list[dict[str, Any]]:
+        raise self._refuse("helm_releases")
+
+    async def create_helm_release(
+        self, helm_chart_id: str, namespace: str, key: str, release: Mapping[str, Any]
+    ) -> None:
+        raise self._refuse("create_helm_release")
+
+    async def update_helm_release(
+        self, helm_chart_id: str, namespace: str, key: str, release: Mapping[str, Any]
+    ) -> None:
+        raise self._refuse("update_helm_release")
+
+    async def delete_helm_release(self, helm_chart_id: str, namespace: str, key: str) -> None:
+        raise self._refuse("delete_helm_release")
+
 
 class NoControl:
     """A ``RunnerControl`` that records shutdown requests instead of stopping anything."""

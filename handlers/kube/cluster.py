@@ -168,16 +168,43 @@ class Cluster:
         self._check(answer, key, "deleting")
         return True
 
-    async def pod_names(self, namespace: str, selector: str) -> list[str]:
-        """The pods a label selector matches (job-deploy: the pods of its Job)."""
-        key = ObjectKey("v1", "Pod", namespace, "")
+    async def list_objects(self, key: ObjectKey, selector: str) -> list[dict[str, Any]]:
+        """The objects of ``key``'s kind in ``key.namespace`` that a label selector matches."""
         resource = await self.resource(key)
         try:
-            answer = await self._dynamic.get(resource, namespace=namespace, label_selector=selector)
+            answer = await self._dynamic.get(
+                resource, namespace=key.namespace or None, label_selector=selector
+            )
         except ApiException as exc:
-            raise KubeError(f"listing pods in {namespace}: {_what(exc.status)}: {exc.reason}") from None
+            raise KubeError(
+                f"listing {key.kind} in {key.namespace}: {_what(exc.status)}: {exc.reason}", status=exc.status
+            ) from None
         listed = self._check(answer, key, "listing")
-        return sorted(str((i.get("metadata") or {}).get("name", "")) for i in listed.get("items") or [])
+        return [dict(i) for i in listed.get("items") or []]
+
+    async def create(self, obj: ManifestObject, *, field_manager: str, resource: Any = None) -> bool:
+        """Create the object; False when one of that name already exists (409)."""
+        resource = resource or await self.resource(obj.key)
+        try:
+            answer = await self._dynamic.create(
+                resource, body=obj.body, namespace=obj.key.namespace or None, field_manager=field_manager
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise KubeError(
+                f"creating {obj.key}: {_what(exc.status)}: {exc.reason}", status=exc.status, obj=obj.key
+            ) from None
+        failed = failure_of(answer)
+        if failed is not None and failed[0] == 409:
+            return False
+        self._check(answer, obj.key, "creating")
+        return True
+
+    async def pod_names(self, namespace: str, selector: str) -> list[str]:
+        """The pods a label selector matches (job-deploy: the pods of its Job)."""
+        items = await self.list_objects(ObjectKey("v1", "Pod", namespace, ""), selector)
+        return sorted(str((i.get("metadata") or {}).get("name", "")) for i in items)
 
     async def pod_log(self, namespace: str, name: str, *, limit_bytes: int) -> str:
         """A pod's log; ``KubeError`` when the cluster cannot give it (no kubelet, not started)."""

@@ -8,7 +8,7 @@ few agent settings a tool needs. The agent implements both (``runner/adapters.py
 ``APIUnreachable``.
 
 New handler families add their calls here as another small protocol that ``HandlerAPI``
-combines: helm release storage (docs/runner-api.md §3.12) and action-workflow steps are next.
+combines.
 """
 
 from __future__ import annotations
@@ -102,7 +102,28 @@ class ActionWorkflowAPI(Protocol):
         ...
 
 
-class HandlerAPI(AppConfigAPI, TerraformBackendAPI, ActionWorkflowAPI, Protocol):
+class HelmReleaseAPI(Protocol):
+    """Helm release storage (docs/runner-api.md §9), the records of a ``storage_driver: nuon``
+    release. A release is Helm's ``release/v1.Release`` JSON plus ``labels``; ``key`` is Helm's
+    storage key (``sh.helm.release.v1.<name>.v<version>``). A create of an existing key raises
+    ``APIRequestFailed`` with status 409, an update or delete of a missing one 404."""
+
+    async def helm_releases(self, helm_chart_id: str, namespace: str) -> list[dict[str, Any]]:
+        """``GET /v1/helm-releases/{helm_chart_id}/releases/{namespace}``: every record."""
+        ...
+
+    async def create_helm_release(
+        self, helm_chart_id: str, namespace: str, key: str, release: Mapping[str, Any]
+    ) -> None: ...
+
+    async def update_helm_release(
+        self, helm_chart_id: str, namespace: str, key: str, release: Mapping[str, Any]
+    ) -> None: ...
+
+    async def delete_helm_release(self, helm_chart_id: str, namespace: str, key: str) -> None: ...
+
+
+class HandlerAPI(AppConfigAPI, TerraformBackendAPI, ActionWorkflowAPI, HelmReleaseAPI, Protocol):
     """Every control-plane call a handler may make; nothing else of the runner API."""
 
 
