@@ -18,8 +18,8 @@ from typing import Any
 
 from runner.sdk import HandlerError, JobLog, ProcessResult, ProcessRunner
 
-#: The plan's ``storage_driver`` -> ``HELM_DRIVER``. ``nuon`` is not here: it is staged
-#: (handlers/helm/nuon.py) through a driver helm has.
+#: The plan's ``storage_driver`` -> ``HELM_DRIVER``. ``nuon`` is not here: its records are staged
+#: through helm's secret driver (handlers/helm/nuon.py).
 DRIVERS = {
     "": "secret",
     "secret": "secret",

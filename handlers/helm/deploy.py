@@ -43,19 +43,19 @@ OPERATIONS = frozenset({"create-apply-plan", "create-teardown-plan", "apply-plan
 CHART_FILE = "chart.tgz"
 #: What helm says when the release's newest revision is pending (its helm was killed).
 PENDING_ERROR = "another operation (install/upgrade/rollback) is in progress"
+#: The storage driver whose records live in the control plane (docs/runner-api.md §9).
+NUON = "nuon"
 
 
 def storage_driver(raw: str) -> str:
-    """The plan's ``storage_driver`` as ``HELM_DRIVER``; anything unknown fails the job."""
+    """The plan's ``storage_driver``: helm's ``HELM_DRIVER``, or ``nuon`` (the control plane, staged
+    through helm's secret driver by handlers/helm/nuon.py); anything unknown fails the job."""
     key = raw.strip().lower()
-    if key == "nuon":
-        raise HandlerError(
-            "helm storage_driver 'nuon' (release records in the control plane) is not implemented "
-            "yet; use secret or configmap"
-        )
+    if key == NUON:
+        return NUON
     if key not in DRIVERS:
         raise HandlerError(
-            f"helm storage_driver {raw!r} is not supported (secret, secrets, configmap, configmaps)"
+            f"helm storage_driver {raw!r} is not supported (secret, secrets, configmap, configmaps, nuon)"
         )
     return DRIVERS[key]
 
@@ -86,6 +86,7 @@ class HelmDeployHandler(Handler):
         self._op = ""
         self._request = VersionRequest(None, "")
         self._major = 3  # helm's major version: its flags differ (handlers/helm/flags.py)
+        self._kubeconfig = Path()
 
     async def prepare(self, ctx: JobContext) -> None:
         plan = ctx.plan_as(DeployPlan)
@@ -96,6 +97,11 @@ class HelmDeployHandler(Handler):
             raise HandlerError("the plan's helm section has no release name")
         self._namespace = self._section.namespace or "default"
         self._driver = storage_driver(self._section.storage_driver)
+        if self._driver == NUON and not self._section.helm_chart_id:
+            raise HandlerError(
+                "helm storage_driver 'nuon' keeps the release records under the plan's helm_chart_id, "
+                "and the plan has none"
+            )
         if ctx.operation == "apply-plan":
             self._op = plans.read_op(plan.apply_plan_contents)
         value_args(self._section.values)  # a bad entry fails before anything runs
@@ -111,6 +117,37 @@ class HelmDeployHandler(Handler):
     async def execute(self, ctx: JobContext) -> None:
         plan = ctx.plan_as(DeployPlan)
         helm = await self._helm(ctx, plan)
+        if self._driver != NUON:
+            await self._operate(ctx, plan, helm)
+            return
+        # Imported here: only nuon jobs talk to the cluster other than through helm.
+        from handlers.helm.nuon import NuonStorage, NuonStorageError
+        from handlers.kube.cluster import connect
+
+        async with connect(self._kubeconfig, ctx.workspace / "discovery.json") as cluster:
+            storage = NuonStorage(
+                ctx.api,
+                cluster,
+                helm_chart_id=self._section.helm_chart_id,
+                namespace=self._namespace,
+                name=self._section.name,
+                log=ctx.log,
+            )
+            await storage.stage(create_namespace=self._section.create_namespace)
+            try:
+                await self._operate(ctx, plan, helm)
+            except BaseException:
+                # What helm wrote before it failed (a failed revision, a rollback) is kept too;
+                # the job's own error is the one it fails with.
+                try:
+                    await storage.write_back()
+                except NuonStorageError as exc:
+                    ctx.log.error(str(exc))
+                raise
+            await storage.write_back()
+
+    async def _operate(self, ctx: JobContext, plan: DeployPlan, helm: Helm) -> None:
+        """The operation itself, with whichever driver holds the records."""
         name, ns = self._section.name, self._namespace
         if ctx.operation == "create-teardown-plan":
             await self._plan_teardown(ctx, helm)
@@ -167,10 +204,11 @@ class HelmDeployHandler(Handler):
         self._major = await helm_major(binary, ctx.processes)
         config = await resolve_kubeconfig(self._section.cluster_info, secrets=ctx.secrets, log=ctx.log)
         kubeconfig = ctx.resources.enter_context(kubeconfig_file(config, ctx.workspace))
+        self._kubeconfig = kubeconfig
         env = helm_env(
             ctx.workspace / "helm",
             kubeconfig=kubeconfig,
-            driver=self._driver,
+            driver="secret" if self._driver == NUON else self._driver,
             kube_cache=ctx.tools.tools_dir / "helm" / "kube-cache",
         )
         return Helm(binary.path, env, ctx.processes, ctx.log)

@@ -54,14 +54,13 @@ def test_value_args_last_entry_wins_and_strings_go_to_files() -> None:
 
 
 def test_storage_drivers() -> None:
-    assert [storage_driver(d) for d in ("", "secret", "secrets", "ConfigMaps")] == [
+    assert [storage_driver(d) for d in ("", "secret", "secrets", "ConfigMaps", " Nuon")] == [
         "secret",
         "secret",
         "secret",
         "configmap",
+        "nuon",
     ]
-    with pytest.raises(HandlerError, match="not implemented"):
-        storage_driver("nuon")
     with pytest.raises(HandlerError, match="not supported"):
         storage_driver("sql")
 

@@ -105,3 +105,47 @@ async def test_plan_apply_replan_teardown_through_the_control_plane(
         assert "sh.helm.release" not in kube_cluster.kubectl("-n", ns, "get", "secrets")
     finally:
         kube_cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found")
+
+
+@pytest.mark.anyio
+async def test_nuon_storage_through_the_control_plane(
+    kube_cluster: Cluster, chart_source: ChartSource, helm_cp: ControlPlaneProcess, helm_runner: RunnerProcess
+) -> None:
+    """``storage_driver: nuon`` in a real runner process: its records go to the control plane it
+    polls (the daemon's handler API), two revisions, none left in the cluster between jobs."""
+    ns = f"hnuon-{uuid.uuid4().hex[:8]}"
+    source = await chart_source.push()
+
+    def plan(contents: str = "", color: str = "blue") -> dict[str, Any]:
+        values = [{"name": "color", "value": color, "type": "string"}]
+        return deploy_plan(
+            kube_cluster,
+            ns,
+            source,
+            contents=contents,
+            values=values,
+            create_namespace=True,
+            storage_driver="nuon",
+            helm_chart_id="hc-e2e",
+        )
+
+    try:
+        with helm_cp.operator() as operator:
+            for color, op in (("blue", "install"), ("red", "upgrade")):
+                planned_job = operator.submit(JOB, plan=plan(color=color), operation="create-apply-plan")
+                finished(operator, planned_job)
+                planned = operator.result(planned_job["id"])
+                assert contents_of(planned)["op"] == op
+                apply_job = operator.submit(
+                    JOB, plan=plan(planned["contents_gzip"], color), operation="apply-plan"
+                )
+                finished(operator, apply_job)
+                assert "sh.helm.release" not in kube_cluster.kubectl("-n", ns, "get", "secrets")
+        with helm_cp.runner_http() as http:
+            records = http.get(f"/v1/helm-releases/hc-e2e/releases/{ns}").json()
+        assert sorted((r["version"], r["info"]["status"], r["config"]["color"]) for r in records) == [
+            (1, "superseded", "blue"),
+            (2, "deployed", "red"),
+        ]
+    finally:
+        kube_cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found")
