@@ -60,6 +60,12 @@ from handlers.common.masking import SecretSink
 from runner.sdk import HandlerError, JobLog
 from runner.sdk.plans import ClusterInfo
 
+#: libyaml's safe loader and dumper when PyYAML was built with it (the wheels are): a kubeconfig is
+#: parsed and written in every cluster job, and the pure-Python ones took ~8 ms of a helm apply's
+#: ~28 ms of runner CPU (cProfile of bench/helm_bench.py's job).
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
 Kind = Literal["static", "eks", "aks", "endpoint", "in-cluster"]
 EKSMode = Literal["token", "exec-runner", "exec-aws"]
 AKSMode = Literal["exec", "token"]
@@ -208,7 +214,7 @@ def in_cluster_kubeconfig(paths: InClusterPaths, environ: Mapping[str, str]) -> 
 
 def parse_static(text: str) -> dict[str, Any]:
     try:
-        config = yaml.safe_load(text)
+        config = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         raise KubeconfigError(f"cluster_info.kube_config is not YAML: {exc}") from None
     if not isinstance(config, dict) or not config.get("clusters"):
@@ -314,7 +320,7 @@ async def _eks_kubeconfig(
 
 def render_kubeconfig(config: Mapping[str, Any] | str) -> str:
     """The file's text: a plan's own kubeconfig verbatim, a built one as YAML in build order."""
-    return config if isinstance(config, str) else yaml.safe_dump(dict(config), sort_keys=False)
+    return config if isinstance(config, str) else yaml.dump(dict(config), Dumper=_DUMPER, sort_keys=False)
 
 
 def write_kubeconfig(config: Mapping[str, Any] | str, directory: Path, name: str = "kubeconfig") -> Path:
