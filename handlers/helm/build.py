@@ -9,6 +9,8 @@ pulls. Outputs: the reference's ``files`` and ``image.tag``, plus the artifact's
 the chart's name and version. Without ``git_source.url``, the chart comes from
 ``helm_repo_config`` (a classic HTTP repository, handlers/helm/repo.py: basic auth from the URL's
 userinfo, only in the job's 0600 repositories.yaml); its packaged dependencies come with it.
+With ``RUNNER_HELM_PUSH_OCI_CHART=true`` the chart is also pushed as a native Helm OCI chart
+(handlers/helm/oci_chart.py; output ``oci_chart``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import yaml
 
 from handlers.helm.binary import requested_version, resolve_helm
 from handlers.helm.cli import Helm, helm_env, write_private
+from handlers.helm.oci_chart import push_oci_chart
 from handlers.helm.repo import parse_repo, pull_chart
 from handlers.helm.settings import HelmSettings
 from handlers.oci.artifacts import push_directory
@@ -117,15 +120,31 @@ class HelmChartBuildHandler(Handler):
         artifact.mkdir(exist_ok=True)
         shutil.move(packaged, artifact / CHART_FILE)
         target = await open_registry(plan.dst_registry, config=ctx.tools, secrets=ctx.secrets, log=ctx.log)
+        outputs: dict[str, Any] = {}
         async with target:
             pushed = await push_directory(target, tag, artifact, artifact_type=ARTIFACT_TYPE, log=ctx.log)
             where = target.display(tag)
-        ctx.log.info(f"chart {metadata['name']} {metadata['version']} pushed as {where} ({pushed.digest})")
+            chart_name = f"{metadata['name']} {metadata['version']}"
+            ctx.log.info(f"chart {chart_name} pushed as {where} ({pushed.digest})")
+            if ctx.handler_settings(HelmSettings).push_oci_chart:
+                native = await push_oci_chart(target, artifact / CHART_FILE, metadata)
+                reference = native.reference(target.registry)
+                ctx.log.info(
+                    f"chart also pushed as a Helm OCI chart: {reference} --version {metadata['version']} "
+                    f"({native.digest})"
+                )
+                outputs["oci_chart"] = {
+                    "reference": reference,
+                    "repository": f"{target.registry}/{native.repository}",
+                    "tag": native.tag,
+                    "digest": native.digest,
+                }
         ctx.set_outputs(
             {
                 "files": [{"AbsPath": "", "RelPath": CHART_FILE, "FileType": ""}],
                 "image": {"tag": tag, "digest": pushed.digest, "repository": target.name},
                 "digest": pushed.digest,
                 "chart": {"name": metadata["name"], "version": metadata["version"]},
+                **outputs,
             }
         )

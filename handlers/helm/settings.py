@@ -23,3 +23,7 @@ class HelmSettings(HandlerSettings):
     #: Seconds kept back from the job's deadline for helm's own rollback after a failed
     #: ``--wait`` (``--atomic``), so the job reports before the control plane times it out.
     rollback_reserve: float = 20.0
+    #: helm-chart-build also pushes the chart as a native Helm OCI chart
+    #: (``<dst repository>/<name>:<version>``, handlers/helm/oci_chart.py), beside the reference's
+    #: ``artifact/nuon``, so plain ``helm install oci://...`` can use it.
+    push_oci_chart: bool = False
