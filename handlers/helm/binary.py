@@ -19,17 +19,10 @@ When nothing fits, the error names the version, where the request came from and 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import json
-import os
 import platform
 import re
 import shutil
 import tarfile
-import tempfile
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +30,15 @@ from typing import Any
 import anyio
 import httpx
 
+from handlers.common.toolcache import (
+    download_verified,
+    file_lock,
+    install_executable,
+    machine_arch,
+    record_sha256,
+    sha256_file,
+    verify_recorded,
+)
 from handlers.helm.settings import HelmSettings
 from runner.sdk import APIRequestFailed, APIUnreachable, HandlerError, JobContext, JobLog, ProcessRunner
 
@@ -79,9 +81,7 @@ def normalize_version(raw: str | None) -> str | None:
 
 def platform_suffix() -> str:
     """``linux-amd64``, as get.helm.sh names its archives."""
-    machine = platform.machine().lower()
-    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
-    return f"{platform.system().lower()}-{arch}"
+    return f"{platform.system().lower()}-{machine_arch()}"
 
 
 def version_from_app_config(config: dict[str, Any], component_id: str) -> str:
@@ -123,54 +123,19 @@ async def requested_version(
 
 
 # --------------------------------------------------------------------------- the cache
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _record(binary: Path, sha256: str) -> None:
-    st = binary.stat()
-    record = {"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    tmp = binary.with_name(".helm.json.tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, binary.with_name("helm.json"))
+# (the lock, the download check and the hash records: handlers/common/toolcache.py)
 
 
 def verify_cached(binary: Path) -> bool:
     """True when the cached binary is the one recorded; re-hashes only when size or mtime moved."""
-    try:
-        record = json.loads(binary.with_name("helm.json").read_text())
-        st = binary.stat()
-    except (OSError, ValueError):
-        return False
-    if not isinstance(record, dict) or not record.get("sha256"):
-        return False
-    if st.st_size == record.get("size") and st.st_mtime_ns == record.get("mtime_ns"):
-        return True
-    if _sha256_file(binary) != record["sha256"]:
-        return False
-    _record(binary, str(record["sha256"]))
-    return True
+    return verify_recorded(binary)
 
 
 def _install_copy(source: Path, target: Path) -> None:
-    """Copy ``source`` next to ``target``, record its hash, rename into place."""
-    fd, tmp_name = tempfile.mkstemp(prefix=".helm-", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
-            shutil.copyfileobj(src, out, 1 << 20)
-        tmp.chmod(0o755)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _record(target, _sha256_file(target))
+    """Copy ``source`` next to ``target``, rename into place, record its hash."""
+    with source.open("rb") as src:
+        install_executable(src, target, prefix=".helm-")
+    record_sha256(target, sha256_file(target))
 
 
 def _install_from_tgz(archive: Path, target: Path) -> None:
@@ -183,37 +148,8 @@ def _install_from_tgz(archive: Path, target: Path) -> None:
             member = None
         if member is None:
             raise HelmNotFound(f"{archive.name} holds no {member_name}")
-        fd, tmp_name = tempfile.mkstemp(prefix=".helm-", dir=target.parent)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                shutil.copyfileobj(member, out, 1 << 20)
-            tmp.chmod(0o755)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-    _record(target, _sha256_file(target))
-
-
-@contextlib.asynccontextmanager
-async def _file_lock(path: Path) -> AsyncIterator[None]:
-    """An exclusive flock, polled so the wait stays cancellable; the kernel drops it on death."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                await anyio.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+        install_executable(member, target, prefix=".helm-")
+    record_sha256(target, sha256_file(target))
 
 
 async def path_version(path: str, processes: ProcessRunner) -> str | None:
@@ -238,30 +174,23 @@ async def _download(version: str, mirror_url: str, target: Path, *, log: JobLog)
             raise HelmNotFound(f"{url}.sha256sum answered HTTP {sums.status_code}")
         expected = (sums.text.split() or [""])[0].lower()
         log.info("downloading helm", version=version, url=url)
-        digest = hashlib.sha256()
-        fd, tmp_name = tempfile.mkstemp(prefix=".download-", suffix=".tgz", dir=target.parent)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                async with http.stream("GET", url) as response:
-                    if response.status_code != 200:
-                        raise HelmNotFound(f"{url} answered HTTP {response.status_code}")
-                    async for chunk in response.aiter_bytes(1 << 20):
-                        digest.update(chunk)
-                        out.write(chunk)
-            if digest.hexdigest() != expected:
-                raise HelmChecksumMismatch(
-                    f"helm {version} from {url} has SHA256 {digest.hexdigest()}, the mirror says "
-                    f"{expected}: refused",
-                    version=version,
-                )
-            await anyio.to_thread.run_sync(_install_from_tgz, tmp, target)
-        finally:
-            await anyio.to_thread.run_sync(_remove, tmp)
 
+        def mismatch(actual: str) -> HelmChecksumMismatch:
+            return HelmChecksumMismatch(
+                f"helm {version} from {url} has SHA256 {actual}, the mirror says {expected}: refused",
+                version=version,
+            )
 
-def _remove(path: Path) -> None:
-    path.unlink(missing_ok=True)
+        await download_verified(
+            http,
+            url,
+            expected,
+            target,
+            suffix=".tgz",
+            install=_install_from_tgz,
+            unavailable=HelmNotFound,
+            mismatch=mismatch,
+        )
 
 
 async def resolve_helm(
@@ -290,7 +219,7 @@ async def resolve_helm(
         return HelmBinary(cached, version, "cache")
     cache_dir.mkdir(parents=True, exist_ok=True)
     looked: list[str] = []
-    async with _file_lock(tools_dir / "helm" / f"{version}.lock"):
+    async with file_lock(tools_dir / "helm" / f"{version}.lock"):
         if cached.is_file():
             if await anyio.to_thread.run_sync(verify_cached, cached):
                 return HelmBinary(cached, version, "cache")  # another job filled it meanwhile

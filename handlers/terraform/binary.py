@@ -17,22 +17,19 @@ is on PATH. When nothing fits, the error says which version was wanted and every
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
 import re
 import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 
-from handlers.terraform.filelock import file_lock
+from handlers.common.toolcache import download_verified, file_lock, install_executable, machine_arch
 from runner.sdk import (
     APIRequestFailed,
     APIUnreachable,
@@ -86,10 +83,7 @@ def normalize_version(raw: str | None) -> str | None:
 
 def platform_suffix() -> str:
     """``linux_amd64`` style, as the release archives are named."""
-    system = platform.system().lower()
-    machine = platform.machine().lower()
-    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
-    return f"{system}_{arch}"
+    return f"{platform.system().lower()}_{machine_arch()}"
 
 
 # --------------------------------------------------------------------------- which version
@@ -171,16 +165,8 @@ def _install_from_zip(archive: Path, target: Path) -> None:
             info = zf.getinfo("terraform")
         except KeyError:
             raise BinaryNotFound(f"{archive.name} holds no 'terraform' executable") from None
-        fd, tmp_name = tempfile.mkstemp(prefix=".terraform-", dir=target.parent)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as out, zf.open(info) as member:
-                shutil.copyfileobj(member, out)
-            tmp.chmod(0o755)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with zf.open(info) as member:
+            install_executable(member, target, prefix=".terraform-")
 
 
 async def _download(
@@ -198,32 +184,25 @@ async def _download(
         if not expected:
             raise BinaryNotFound(f"{sums_url} lists no checksum for {filename}")
         log.info("downloading terraform", version=version, url=zip_url)
-        digest = hashlib.sha256()
-        fd, tmp_name = tempfile.mkstemp(prefix=".download-", suffix=".zip", dir=target.parent)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                async with http.stream("GET", zip_url) as response:
-                    if response.status_code != 200:
-                        raise BinaryNotFound(f"{zip_url} answered HTTP {response.status_code}")
-                    async for chunk in response.aiter_bytes(1 << 20):
-                        digest.update(chunk)
-                        out.write(chunk)
-            actual = digest.hexdigest()
-            if actual != expected:
-                raise ChecksumMismatch(
-                    f"terraform {version} from {zip_url} has SHA256 {actual}, but the mirror's "
-                    f"SHA256SUMS says {expected}: refused",
-                    version=version,
-                    url=zip_url,
-                )
-            await anyio.to_thread.run_sync(_install_from_zip, tmp, target)
-        finally:
-            await anyio.to_thread.run_sync(_remove, tmp)
 
+        def mismatch(actual: str) -> ChecksumMismatch:
+            return ChecksumMismatch(
+                f"terraform {version} from {zip_url} has SHA256 {actual}, but the mirror's "
+                f"SHA256SUMS says {expected}: refused",
+                version=version,
+                url=zip_url,
+            )
 
-def _remove(path: Path) -> None:
-    path.unlink(missing_ok=True)
+        await download_verified(
+            http,
+            zip_url,
+            expected,
+            target,
+            suffix=".zip",
+            install=_install_from_zip,
+            unavailable=BinaryNotFound,
+            mismatch=mismatch,
+        )
 
 
 async def resolve_binary(
