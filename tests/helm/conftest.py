@@ -140,6 +140,12 @@ def registry_config(registry: RegistryServer, repository: str) -> dict[str, Any]
     return {"RegistryType": "private_oci", "Repository": f"{registry.host}/{repository}"}
 
 
+def artifact_source(registry: RegistryServer, repository: str, tag: str) -> dict[str, Any]:
+    """A deploy plan's chart: the artifact ``repository:tag`` in ``registry`` (``src_registry``,
+    ``src_tag``), as helm-chart-build pushed it."""
+    return {"src_registry": registry_config(registry, repository), "src_tag": tag}
+
+
 async def push_chart_artifact(directory: Path, registry: RegistryServer, repository: str, tag: str) -> str:
     """Push ``directory`` (holding chart.tgz) as the reference's build does; returns the digest."""
     repo = OCIRegistryRepository.model_validate(registry_config(registry, repository))

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,19 @@ import yaml
 
 from handlers.helm.build import HelmChartBuildHandler
 from handlers.helm.chart_source import parse_chart_source
-from handlers.helm.deploy import HelmDeployHandler
 from handlers.helm.repo import display_url, parse_repo, repositories_yaml
 from runner.sdk import HandlerError, ToolSettings
 from runner.testing import make_context, run_handler
 from tests.helm.chart_repo import PASSWORD, USER, ChartRepoServer, chart_repo  # noqa: F401 - fixture
-from tests.helm.conftest import DEFAULT_VALUES, TEMPLATES, deploy_plan, registry_config, write_chart
-from tests.helm.test_deploy import decode, plan_and_apply
+from tests.helm.conftest import (
+    DEFAULT_VALUES,
+    TEMPLATES,
+    artifact_source,
+    deploy_plan,
+    registry_config,
+    write_chart,
+)
+from tests.helm.test_deploy import decode, job, plan_and_apply
 from tests.kube.conftest import Cluster
 from tests.support.registry import RegistryServer
 from tests.support.terraform import GitServer, git_server  # noqa: F401 - fixture
@@ -39,11 +46,61 @@ def test_credentials_leave_the_url() -> None:
     assert b"password" not in repositories_yaml(parse_repo("http://h/c", "web"))
 
 
+#: Where helm-chart-build pushes the charts it fetched from a classic repository.
+BUILDS = "builds/from-repo"
+
+
 def build_plan(registry: RegistryServer, repo_url: str, version: str = "0.4.0") -> dict[str, Any]:
     return {
-        "dst_registry": registry_config(registry, "builds/from-repo"),
+        "dst_registry": registry_config(registry, BUILDS),
         "helm_build_plan": {"HelmRepoConfig": {"RepoURL": repo_url, "Chart": "demo", "Version": version}},
     }
+
+
+def repo_source(repo: ChartRepoServer, helm: str, version: str) -> dict[str, Any]:
+    """``chart_source`` for the chart ``demo`` ``version``, added to ``repo`` (basic auth)."""
+    repo.add_chart(helm, version=version)
+    return {
+        "repo": {
+            "url": repo.url,
+            "chart": "demo",
+            "version": version,
+            "username": USER,
+            "password": PASSWORD,
+        }
+    }
+
+
+@dataclass(frozen=True)
+class Deployer:
+    """helm-chart-deploy jobs into one test namespace (runner.testing, as tests/helm/test_deploy.py)."""
+
+    cluster: Cluster
+    namespace: str
+    tools: ToolSettings
+    tmp_path: Path
+
+    async def plan(self, source: dict[str, Any]) -> Any:
+        """create-apply-plan of the chart artifact ``source`` names (``src_registry``/``src_tag``)."""
+        return await job(
+            deploy_plan(self.cluster, self.namespace, source), "create-apply-plan", self.tmp_path, self.tools
+        )
+
+    async def plan_and_apply(self, chart_source: dict[str, Any], chart_version: str) -> tuple[Any, Any]:
+        """Plan then apply the chart ``chart_source`` names; it is deployed at ``chart_version``."""
+        planned, applied = await plan_and_apply(
+            self.cluster, self.namespace, {}, self.tmp_path, self.tools, chart_source=chart_source
+        )
+        assert applied.outputs["chart_version"] == chart_version
+        assert applied.outputs["status"] == "deployed"
+        return planned, applied
+
+
+@pytest.fixture
+def deployer(
+    kube_cluster: Cluster, kube_namespace: str, helm_tools: ToolSettings, tmp_path: Path
+) -> Deployer:
+    return Deployer(kube_cluster, kube_namespace, helm_tools, tmp_path)
 
 
 async def build(plan: dict[str, Any], tmp_path: Path, tools: ToolSettings, tag: str) -> Any:
@@ -59,8 +116,7 @@ async def test_build_from_a_classic_repository_with_basic_auth(
     chart_repo: ChartRepoServer,  # noqa: F811
     helm_bin: str,
     oci_registry: RegistryServer,
-    kube_cluster: Cluster,
-    kube_namespace: str,
+    deployer: Deployer,
     helm_tools: ToolSettings,
     tmp_path: Path,
 ) -> None:
@@ -78,17 +134,7 @@ async def test_build_from_a_classic_repository_with_basic_auth(
     assert not any(USER in m for m in commands), "no credential on argv"
 
     # The pushed artifact is a chart helm-chart-deploy plans from.
-    ws = tmp_path / "deploy"
-    ws.mkdir()
-    source = {"src_registry": registry_config(oci_registry, "builds/from-repo"), "src_tag": "bld-repo"}
-    ctx = make_context(
-        "helm-chart-deploy",
-        deploy_plan(kube_cluster, kube_namespace, source),
-        workspace=ws,
-        operation="create-apply-plan",
-        tools=helm_tools,
-    )
-    planned = await run_handler(HelmDeployHandler(), ctx=ctx)
+    planned = await deployer.plan(artifact_source(oci_registry, BUILDS, "bld-repo"))
     assert decode(planned.result)["op"] == "install"
 
 
@@ -124,36 +170,20 @@ def test_chart_source_names_exactly_one_source() -> None:
 
 @pytest.mark.kube
 @pytest.mark.anyio
-async def test_deploy_chart_from_git(
-    git_server: GitServer,  # noqa: F811
-    kube_cluster: Cluster,
-    kube_namespace: str,
-    helm_tools: ToolSettings,
-    tmp_path: Path,
-) -> None:
+async def test_deploy_chart_from_git(git_server: GitServer, deployer: Deployer) -> None:  # noqa: F811
     files = {
         "deploy/demo/Chart.yaml": yaml.safe_dump({"apiVersion": "v2", "name": "demo", "version": "0.5.0"}),
         "deploy/demo/values.yaml": yaml.safe_dump(DEFAULT_VALUES),
         **{f"deploy/demo/templates/{name}": text for name, text in TEMPLATES.items()},
     }
     url = git_server.create("chart-in-git", files)
-    source = {"git": {"url": url, "ref": "main", "path": "deploy/demo"}}
-    _, applied = await plan_and_apply(
-        kube_cluster, kube_namespace, {}, tmp_path, helm_tools, chart_source=source
-    )
-    assert applied.outputs["chart_version"] == "0.5.0"
-    assert applied.outputs["status"] == "deployed"
+    await deployer.plan_and_apply({"git": {"url": url, "ref": "main", "path": "deploy/demo"}}, "0.5.0")
 
 
 @pytest.mark.kube
 @pytest.mark.anyio
 async def test_deploy_chart_from_oci(
-    helm_bin: str,
-    oci_registry: RegistryServer,
-    kube_cluster: Cluster,
-    kube_namespace: str,
-    helm_tools: ToolSettings,
-    tmp_path: Path,
+    helm_bin: str, oci_registry: RegistryServer, deployer: Deployer, tmp_path: Path
 ) -> None:
     chart = write_chart(tmp_path / "src", version="0.6.0")
     done = subprocess.run(
@@ -174,11 +204,7 @@ async def test_deploy_chart_from_oci(
     source = {
         "oci": {"ref": f"oci://{oci_registry.host}/charts/demo", "version": "0.6.0", "plain_http": True}
     }
-    _, applied = await plan_and_apply(
-        kube_cluster, kube_namespace, {}, tmp_path, helm_tools, chart_source=source
-    )
-    assert applied.outputs["chart_version"] == "0.6.0"
-    assert applied.outputs["status"] == "deployed"
+    await deployer.plan_and_apply(source, "0.6.0")
 
 
 @pytest.mark.kube
@@ -186,25 +212,9 @@ async def test_deploy_chart_from_oci(
 async def test_deploy_chart_from_a_classic_repository_with_basic_auth(
     chart_repo: ChartRepoServer,  # noqa: F811
     helm_bin: str,
-    kube_cluster: Cluster,
-    kube_namespace: str,
-    helm_tools: ToolSettings,
-    tmp_path: Path,
+    deployer: Deployer,
 ) -> None:
-    chart_repo.add_chart(helm_bin, version="0.7.0")
-    source = {
-        "repo": {
-            "url": chart_repo.url,
-            "chart": "demo",
-            "version": "0.7.0",
-            "username": USER,
-            "password": PASSWORD,
-        }
-    }
-    planned, applied = await plan_and_apply(
-        kube_cluster, kube_namespace, {}, tmp_path, helm_tools, chart_source=source
-    )
-    assert applied.outputs["chart_version"] == "0.7.0"
+    planned, applied = await deployer.plan_and_apply(repo_source(chart_repo, helm_bin, "0.7.0"), "0.7.0")
     assert "/charts/demo-0.7.0.tgz" in chart_repo.paths
     assert PASSWORD not in planned.log.text()
     assert PASSWORD not in applied.log.text()
@@ -219,16 +229,7 @@ def test_runner_exec_deploys_a_chart_from_a_classic_repository(
     tmp_path: Path,
 ) -> None:
     """``runner exec`` as a developer runs it: plan, then apply that plan, two real processes."""
-    chart_repo.add_chart(helm_bin, version="0.8.0")
-    source = {
-        "repo": {
-            "url": chart_repo.url,
-            "chart": "demo",
-            "version": "0.8.0",
-            "username": USER,
-            "password": PASSWORD,
-        }
-    }
+    source = repo_source(chart_repo, helm_bin, "0.8.0")
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps(deploy_plan(kube_cluster, kube_namespace, {}, chart_source=source)))
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
@@ -243,22 +244,14 @@ def test_runner_exec_deploys_a_chart_from_a_classic_repository(
         "json",
     ]
     base += ["--type", "helm-chart-deploy", "--plan", str(plan)]
-    planned = subprocess.run(
-        [*base, "--operation", "create-apply-plan", "--result-out", str(tmp_path / "r.json")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-    )
-    assert planned.returncode == 0, planned.stderr[-3000:]
-    applied = subprocess.run(
-        [*base, "--operation", "apply-plan", "--apply-plan", str(tmp_path / "r.json")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-    )
-    assert applied.returncode == 0, applied.stderr[-3000:]
+
+    def runner_exec(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([*base, *args], capture_output=True, text=True, env=env, timeout=180)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    planned = runner_exec("--operation", "create-apply-plan", "--result-out", str(tmp_path / "r.json"))
+    applied = runner_exec("--operation", "apply-plan", "--apply-plan", str(tmp_path / "r.json"))
     outputs = json.loads(applied.stdout)
     assert outputs["chart_version"] == "0.8.0"
     assert outputs["status"] == "deployed"
