@@ -499,6 +499,49 @@ EXPECTED["kubernetes-manifest-deploy:apply-plan"] = [
 #: config in Fetch (ours: prepare), the compressed plan as the result, outputs after.
 EXPECTED["helm-chart-deploy:create-apply-plan"] = EXPECTED["kubernetes-manifest-deploy:create-apply-plan"]
 EXPECTED["helm-chart-deploy:apply-plan"] = EXPECTED["kubernetes-manifest-deploy:apply-plan"]
+#: helm-chart-deploy with ``storage_driver: nuon`` (docs/helm.md): the reference's embedded helm
+#: calls its HTTP driver as it goes (a query of the release's history, 404 at first; a create at
+#: pending-install, an update when deployed); ours lists the records once before helm runs and
+#: writes back what helm changed after it (the second list collapses into the first line).
+HELM_RELEASES = "/v1/helm-releases/{helm_chart_id}/releases/{namespace}"
+NUON_STAGE = Ours(
+    f"GET {HELM_RELEASES} - [runner]",
+    "docs/helm.md nuon: the records staged before helm runs, read again for the write-back",
+    reference=f"GET {HELM_RELEASES}/query?name&owner - [runner]",
+)
+NUON_RECORD = "{chart,hooks,info,manifest,name,namespace,version}"
+EXPECTED["helm-chart-deploy:nuon:create-apply-plan"] = [
+    CLAIM,
+    patch("initializing"),
+    PLAN,
+    KUBE_APP_CONFIG,
+    patch("in-progress"),
+    NUON_STAGE,
+    RefOnly(KUBE_RESULT),
+    outputs("{outputs}"),
+    patch("cleaning-up"),
+    Ours(KUBE_RESULT, "§4.3 the result just before the final status"),
+    patch("finished"),
+]
+EXPECTED["helm-chart-deploy:nuon:apply-plan"] = [
+    CLAIM,
+    patch("initializing"),
+    PLAN,
+    KUBE_APP_CONFIG,
+    patch("in-progress"),
+    NUON_STAGE,
+    Ours(
+        f"POST {HELM_RELEASES}/{{key}} {NUON_RECORD} [runner]",
+        "docs/helm.md nuon: the revision helm wrote, once it is final",
+        reference=f"POST {HELM_RELEASES}/{{key}} {NUON_RECORD} [runner]",
+    ),
+    RefOnly(f"PUT {HELM_RELEASES}/{{key}} {NUON_RECORD} [runner]"),
+    RefOnly(KUBE_RESULT),
+    outputs("{outputs}"),
+    patch("cleaning-up"),
+    Ours(KUBE_RESULT, "§4.3 the result just before the final status"),
+    patch("finished"),
+]
 #: job-deploy (``deploy/job``): the reference's Fetch does nothing and its Exec only logs that job
 #: components are no longer supported (§12); ours reads the plan and runs its image as a Job.
 EXPECTED["job-deploy:apply-plan"] = [
@@ -737,6 +780,49 @@ def test_helm_chart_deploy(tmp_path: Path, kube_cluster: Cluster, oci_registry: 
             )
             assert job["status"] == "finished", job
             check("helm-chart-deploy:apply-plan", transcript)
+    finally:
+        kube_cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found")
+
+
+def test_helm_chart_deploy_nuon_storage(
+    tmp_path: Path, kube_cluster: Cluster, oci_registry: RegistryServer
+) -> None:
+    from tests.helm.conftest import package_chart, push_chart_artifact, registry_config, write_chart
+
+    ns = f"conf-{uuid.uuid4().hex[:8]}"
+    helm = require_tool("helm")
+    art = package_chart(helm, write_chart(tmp_path / "src"), tmp_path / "chart")
+    anyio.run(push_chart_artifact, art, oci_registry, "conf/helm-nuon", "bldconfnuon")
+    plan: dict[str, Any] = {
+        "app_id": "app1",
+        "app_config_id": "apc1",
+        "install_id": "inst1",
+        "component_id": "cmp1",
+        "src_registry": registry_config(oci_registry, "conf/helm-nuon"),
+        "src_tag": "bldconfnuon",
+        "helm": {
+            "name": "conf",
+            "namespace": ns,
+            "create_namespace": True,
+            "storage_driver": "nuon",
+            "helm_chart_id": "hc-conf",
+            "cluster_info": {"kube_config": kube_cluster.kubeconfig.read_text()},
+        },
+    }
+    try:
+        with conformance_rig(tmp_path) as rig:
+            with rig.cp.operator() as operator:
+                operator.request("PUT", "/v1/apps/app1/config/apc1", json={"component_ids": ["cmp1"]})
+            job, transcript = rig.run_job("helm-chart-deploy", plan, operation="create-apply-plan")
+            assert job["status"] == "finished", job
+            check("helm-chart-deploy:nuon:create-apply-plan", transcript)
+            with rig.cp.operator() as operator:
+                contents = operator.result(job["id"])["contents_gzip"]
+            job, transcript = rig.run_job(
+                "helm-chart-deploy", {**plan, "apply_plan_contents": contents}, operation="apply-plan"
+            )
+            assert job["status"] == "finished", job
+            check("helm-chart-deploy:nuon:apply-plan", transcript)
     finally:
         kube_cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found")
 
