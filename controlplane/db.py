@@ -9,7 +9,8 @@ calls out while one runs, so the connection is never used by two threads at once
 writers cannot interleave, and a claim (``UPDATE … WHERE status='available'``) is atomic.
 
 No commit waits for the disk: WAL with ``synchronous=NORMAL``, and automatic checkpoints are off;
-the monitor checkpoints in the worker thread (``checkpoint``), so fsyncs never block the loop.
+the monitor checkpoints in a worker thread on a connection of its own (``checkpoint``), so fsyncs
+never block the loop nor the calls.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class Database:
         self.conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
         self.conn.row_factory = _dict_row
         self._lock = anyio.Lock()
+        self._checkpoint_lock = anyio.Lock()
+        self._checkpointer: sqlite3.Connection | None = None
         self._in_tx = False
         conn = self.conn
         if path is not None:
@@ -68,11 +71,24 @@ class Database:
             self._lock.release()
 
     async def checkpoint(self) -> None:
-        """Fold the WAL back into the database file, off the event loop."""
-        if self.path is not None:
-            await self.run(
-                lambda: self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall(), offload=True
-            )
+        """Fold the WAL back into the database file, off the event loop and off the main connection.
+
+        A PASSIVE checkpoint on a connection of its own does not block writers, so calls keep
+        running while it copies pages and fsyncs: run on the main connection it held the lock,
+        and a 1,000,000-line log bench spent ~8 % of the control plane's samples (py-spy) with
+        every insert waiting on it.
+        """
+        if self.path is None:
+            return
+        async with self._checkpoint_lock:
+            await anyio.to_thread.run_sync(self._checkpoint_blocking)
+
+    def _checkpoint_blocking(self) -> None:
+        if self._checkpointer is None:
+            own = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            own.execute("PRAGMA busy_timeout=5000")
+            self._checkpointer = own
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -92,6 +108,9 @@ class Database:
             self._in_tx = False
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
         self.conn.close()
 
     # ---------------------------------------------------------------- schema

@@ -118,6 +118,45 @@ def test_decode_logs_keeps_types_order_and_resource() -> None:
         decode_logs(b"\xff\xff\xff\xff")
 
 
+def test_decode_logs_attribute_sets_interleaved_and_changing() -> None:
+    """The attribute cache (the previous record's set, then a cache by content) never hands one
+    record another's attributes: stdout/stderr interleaved, a set with one value changed, none."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+
+    def kv(stream: str, step: int) -> list[KeyValue]:
+        return [
+            KeyValue(key="stream", value=AnyValue(string_value=stream)),
+            KeyValue(key="step", value=AnyValue(int_value=step)),
+        ]
+
+    sets = [
+        kv("stdout", 1),
+        kv("stderr", 1),
+        kv("stdout", 1),
+        [],
+        kv("stdout", 2),
+        kv("stdout", 2),
+        kv("stderr", 1),
+    ]
+    message = ExportLogsServiceRequest(
+        resource_logs=[
+            ResourceLogs(scope_logs=[ScopeLogs(log_records=[LogRecord(attributes=a) for a in sets])])
+        ]
+    )
+    decoded = decode_logs(message.SerializeToString())
+    assert [r.attributes for r in decoded] == [
+        '{"stream":"stdout","step":1}',
+        '{"stream":"stderr","step":1}',
+        '{"stream":"stdout","step":1}',
+        "{}",
+        '{"stream":"stdout","step":2}',
+        '{"stream":"stdout","step":2}',
+        '{"stream":"stderr","step":1}',
+    ]
+
+
 def test_decode_logs_clamps_unsigned_times_to_int64() -> None:
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
     from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
@@ -390,3 +429,28 @@ def test_jobs_cli_finds_credentials_in_the_state_dir_or_its_controlplane_dir(
     assert _target(None, None, tmp_path, None).runner_id == "runouter"  # an explicit dir: its own file first
     assert _target(None, None, None, None).runner_id == "runinner"  # default: controlplane/ first
     assert _target("http://elsewhere", "tokx", None, "runx").api == "http://elsewhere"
+
+
+def test_checkpoint_runs_on_its_own_connection_while_a_call_holds_the_database(tmp_path: Path) -> None:
+    """A WAL checkpoint no longer takes the connection's lock: it completes while a call is running
+    (here: the lock held), folds every committed frame into the file, and closes with the store."""
+    db = Database(tmp_path / "cp.db")
+    db.conn.execute("CREATE TABLE t (x INTEGER)")
+    db.conn.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(2000)])
+
+    async def main() -> None:
+        async with db._lock:  # a call in progress on the main connection
+            with anyio.fail_after(10):
+                await db.checkpoint()
+
+    anyio.run(main)
+    raw = sqlite3.connect(tmp_path / "cp.db")
+    busy, frames, folded = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert (busy, frames == folded, frames > 0) == (0, True, True)
+    assert raw.execute("SELECT count(*) FROM t").fetchone() == (2000,)
+    raw.close()
+    checkpointer = db._checkpointer
+    assert checkpointer is not None
+    db.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        checkpointer.execute("SELECT 1")
