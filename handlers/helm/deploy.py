@@ -121,7 +121,7 @@ class HelmDeployHandler(Handler):
             await self._operate(ctx, plan, helm)
             return
         # Imported here: only nuon jobs talk to the cluster other than through helm.
-        from handlers.helm.nuon import NuonStorage, NuonStorageError
+        from handlers.helm.nuon import NuonStorage
         from handlers.kube.cluster import connect
 
         async with connect(self._kubeconfig, ctx.workspace / "discovery.json") as cluster:
@@ -141,7 +141,7 @@ class HelmDeployHandler(Handler):
                 # the job's own error is the one it fails with.
                 try:
                     await storage.write_back()
-                except NuonStorageError as exc:
+                except HandlerError as exc:  # NuonStorageError, or the cluster refusing a read
                     ctx.log.error(str(exc))
                 raise
             await storage.write_back()
