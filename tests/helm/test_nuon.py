@@ -310,3 +310,33 @@ async def test_nuon_needs_a_helm_chart_id(
     run = await job(plan, "create-apply-plan", tmp_path, helm_tools, api=nuon_api, raise_errors=False)
     assert run.error is not None
     assert "helm_chart_id" in str(run.error)
+
+
+@pytest.mark.anyio
+async def test_a_failed_upgrade_and_its_rollback_are_kept_in_the_control_plane(
+    kube_cluster: Cluster,
+    kube_namespace: str,
+    chart_source: ChartSource,
+    helm_tools: ToolSettings,
+    nuon_cp: ControlPlaneProcess,
+    nuon_api: RunnerHandlerAPI,
+    tmp_path: Path,
+) -> None:
+    """helm's --atomic rollback writes revisions too: the job fails with helm's message, and the
+    control plane holds the failed revision and the rollback's, as helm's own drivers would."""
+    ns, source = kube_namespace, await chart_source.push()
+    await nuon_deploy(kube_cluster, ns, source, tmp_path, helm_tools, nuon_api)
+    upgrade = base64.b64encode(gzip.compress(json.dumps({"op": "upgrade"}).encode())).decode()
+    broken = [{"name": "broken", "value": "true"}]
+    failed = await job(
+        nuon_plan(kube_cluster, ns, source, values=broken, contents=upgrade),
+        "apply-plan",
+        tmp_path,
+        helm_tools,
+        api=nuon_api,
+        raise_errors=False,
+    )
+    assert failed.error is not None
+    assert "Not_A_Valid_Name" in str(failed.error)
+    assert stored(nuon_cp, ns) == [(1, "superseded"), (2, "failed"), (3, "deployed")]
+    assert helm_secrets(kube_cluster, ns) == []
