@@ -146,8 +146,9 @@ def bench_throughput(workdir: Path, jobs: int) -> None:
                 RUNNER_GROUPS="operations",
                 RUNNER_CONCURRENCY=f"operations={concurrency}",
                 RUNNER_MAX_CONCURRENCY="8",
-            ):
+            ) as proc:
                 pickup(op, 2)
+                cpu0 = sum(proc.cpu_times()[:2])
                 started = time.monotonic()
                 if threads == 1:
                     ids = [op.submit("noop")["id"] for _ in range(count)]
@@ -156,7 +157,9 @@ def bench_throughput(workdir: Path, jobs: int) -> None:
                 for job_id in ids:
                     op.wait_job(job_id, TERMINAL, timeout=300)
                 elapsed = time.monotonic() - started
+                cpu_ms = (sum(proc.cpu_times()[:2]) - cpu0) / count * 1000
             rate = count / elapsed
+            load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
             how = "submitted one by one" if threads == 1 else f"submitted by {threads} threads at once"
             target = (
                 f"  (target >= {TARGET_JOBS_PER_S:.0f} jobs/s, ratio {rate / TARGET_JOBS_PER_S:.2f})"
@@ -165,7 +168,8 @@ def bench_throughput(workdir: Path, jobs: int) -> None:
             )
             print(
                 f"noop throughput, concurrency {concurrency}, {how}: {rate:.1f} jobs/s "
-                f"({count} jobs in {elapsed:.1f} s, control plane on the same cores){target}"
+                f"({count} jobs in {elapsed:.1f} s, control plane on the same cores; runner CPU "
+                f"{cpu_ms:.1f} ms/job; load {load}){target}"
             )
         op.close()
 
