@@ -340,3 +340,45 @@ async def test_a_failed_upgrade_and_its_rollback_are_kept_in_the_control_plane(
     assert "Not_A_Valid_Name" in str(failed.error)
     assert stored(nuon_cp, ns) == [(1, "superseded"), (2, "failed"), (3, "deployed")]
     assert helm_secrets(kube_cluster, ns) == []
+
+
+@pytest.mark.anyio
+async def test_a_cancel_during_wait_still_writes_the_records_back(
+    kube_cluster: Cluster,
+    kube_namespace: str,
+    chart_source: ChartSource,
+    helm_tools: ToolSettings,
+    nuon_cp: ControlPlaneProcess,
+    nuon_api: RunnerHandlerAPI,
+    tmp_path: Path,
+) -> None:
+    """Cancelled while helm waits (the Deployment never becomes ready here): the write-back is
+    shielded, so the control plane learns the revision helm had written, and the next job, with
+    nothing left in the cluster, recovers the release from the control plane's records alone."""
+    ns, source = kube_namespace, await chart_source.push()
+    await nuon_deploy(kube_cluster, ns, source, tmp_path, helm_tools, nuon_api)
+    upgrade = base64.b64encode(gzip.compress(json.dumps({"op": "upgrade"}).encode())).decode()
+    workspace = tmp_path / "ws-cancel"
+    workspace.mkdir()
+    ctx = make_context(
+        JOB,
+        nuon_plan(kube_cluster, ns, source, values=[{"name": "web", "value": "true"}], contents=upgrade),
+        workspace=workspace,
+        operation="apply-plan",
+        tools=helm_tools,
+        api=nuon_api,
+    )
+    run = await run_handler(HelmDeployHandler(), ctx=ctx, cancel_after=4.0, raise_errors=False)
+    assert run.cancelled
+    records = stored(nuon_cp, ns)
+    # helm 3's --atomic answers the SIGINT with its rollback: 1 superseded, 2 failed, 3 deployed
+    # here; a helm killed before it could would leave 2 pending-upgrade. Either way every revision
+    # helm wrote reached the control plane.
+    assert [version for version, _ in records] == list(range(1, len(records) + 1))
+    assert len(records) >= 2, "the interrupted upgrade's revision reached the control plane"
+    assert helm_secrets(kube_cluster, ns) == []
+
+    _, again = await nuon_deploy(kube_cluster, ns, source, tmp_path, helm_tools, nuon_api)
+    assert again.outputs["status"] == "deployed"
+    assert stored(nuon_cp, ns)[-1] == (again.outputs["revision"], "deployed")
+    assert helm_secrets(kube_cluster, ns) == []
