@@ -9,9 +9,11 @@ revoked token shows up as one clear error instead of a retry storm. The claim
 
 from __future__ import annotations
 
+import ssl
+import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import anyio
@@ -31,6 +33,9 @@ from runner.api.models import (
 )
 from runner.api.statejson import encode_state_json
 from runner.backoff import backoff_delay
+
+if TYPE_CHECKING:
+    import ssl
 
 T = TypeVar("T")
 
@@ -136,17 +141,23 @@ class RunnerClient:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self._token = token
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={
+        self._client_options: dict[str, Any] = {
+            "base_url": self.base_url,
+            "headers": {
                 "Authorization": f"Bearer {token}",
                 CLIENT_VERSION_HEADER: f"runner:{version}",
                 "User-Agent": f"byoc-runner/{version}",
             },
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            transport=transport,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-        )
+            "timeout": httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            "transport": transport,
+            "limits": httpx.Limits(max_connections=1, max_keepalive_connections=1),
+        }
+        #: One TLS context for every client, made with the first one: the certifi bundle is read
+        #: once, and not at all for an http:// API reached without a proxy (no TLS is ever spoken).
+        self._verify: ssl.SSLContext | None = None
+        self._idle: list[httpx.AsyncClient] = []
+        self._clients: set[httpx.AsyncClient] = set()
+        self._closed = False
         #: Called with (method, path, exception) after a failed attempt; the daemon counts these.
         self.on_failure: Callable[[str, str, BaseException], None] | None = None
         #: Called with the method before each attempt; the daemon counts API requests with it.
@@ -157,7 +168,39 @@ class RunnerClient:
         return self._token
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        self._closed = True
+        self._idle.clear()
+        clients, self._clients = self._clients, set()
+        for client in clients:
+            await client.aclose()
+
+    # ------------------------------------------------------------------ connections
+    # httpcore's pool scans every pooled connection for every request, and the scan is quadratic
+    # (``AsyncConnectionPool._assign_requests_to_connections`` counts the idle connections once
+    # per connection, and asks each idle one whether its socket is readable): with the daemon's
+    # pollers, jobs and log streams sharing one pool of 64, that scan was the top of a noop
+    # throughput profile (419,727 ``is_idle`` calls for 300 jobs). Here each request checks out
+    # a client whose pool holds one connection, so the scan sees one; there are as many
+    # connections as requests in flight, and at most ``MAX_IDLE_CLIENTS`` are kept alive between
+    # requests (bench/http_client_bench.py measures this against one shared client).
+    MAX_IDLE_CLIENTS = 16
+
+    def _checkout(self) -> httpx.AsyncClient:
+        if self._idle:
+            return self._idle.pop()
+        if self._closed:
+            raise TransportError("the API client is closed")
+        if self._verify is None:
+            plain = self.base_url.startswith("http://") and not urllib.request.getproxies()
+            self._verify = httpx.create_ssl_context(verify=not plain)
+        client = httpx.AsyncClient(verify=self._verify, **self._client_options)
+        self._clients.add(client)
+        return client
+
+    async def _discard(self, client: httpx.AsyncClient) -> None:
+        self._clients.discard(client)
+        with anyio.CancelScope(shield=True):
+            await client.aclose()
 
     async def __aenter__(self) -> RunnerClient:
         return self
@@ -180,6 +223,8 @@ class RunnerClient:
         retry_on_connect_only: bool = False,
     ) -> httpx.Response:
         """One API call with its deadline and retry policy; raises APIError/TransportError."""
+        if path.startswith(("http://", "https://")):
+            raise ValueError(f"{method} {path}: the API client takes paths under its base URL")
         policy = retry or self.retry
         last: BaseException | None = None
         extra: dict[str, Any] = {}
@@ -190,24 +235,30 @@ class RunnerClient:
         for attempt in range(policy.attempts):
             if self.on_request is not None:
                 self.on_request(method)
+            client = self._checkout()
             try:
-                response = await self._http.request(
+                response = await client.request(
                     method, path, json=json, content=content, headers=headers, **extra
                 )
                 _raise_for_status(method, path, response)
                 return response
             except (APIError, httpx.TransportError) as exc:
                 last = exc
-                if self.on_failure is not None:
-                    self.on_failure(method, path, exc)
-                if isinstance(exc, Unauthorized):
-                    raise
-                retryable = _retryable(exc)
-                if retry_on_connect_only:
-                    retryable = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                if not retryable or attempt + 1 >= policy.attempts:
-                    break
-                await anyio.sleep(policy.delay(attempt))
+            finally:
+                if not self._closed and len(self._idle) < self.MAX_IDLE_CLIENTS:
+                    self._idle.append(client)
+                else:
+                    await self._discard(client)
+            if self.on_failure is not None:
+                self.on_failure(method, path, last)
+            if isinstance(last, Unauthorized):
+                raise last
+            retryable = _retryable(last)
+            if retry_on_connect_only:
+                retryable = isinstance(last, httpx.ConnectError | httpx.ConnectTimeout)
+            if not retryable or attempt + 1 >= policy.attempts:
+                break
+            await anyio.sleep(policy.delay(attempt))
         assert last is not None
         if isinstance(last, APIError):
             raise last
