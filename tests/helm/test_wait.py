@@ -124,14 +124,19 @@ def upgrade_contents() -> str:
 # --------------------------------------------------------------------------- the controllers
 
 
-async def applied_deployment(http: httpx.AsyncClient, ns: str, timeout: float = 60.0) -> dict[str, Any]:
-    """The chart's Deployment once helm has applied it."""
+async def applied_deployment(
+    http: httpx.AsyncClient, ns: str, replicas: int | None = None, timeout: float = 60.0
+) -> dict[str, Any]:
+    """The chart's Deployment once helm has applied it (with ``replicas``, when given: an upgrade
+    finds the previous revision's Deployment there already)."""
     path = f"/apis/apps/v1/namespaces/{ns}/deployments/{DEPLOYMENT}"
     with anyio.fail_after(timeout):
-        while (live := await http.get(path)).status_code != 200:
-            assert live.status_code == 404, live.text
+        while True:
+            live = await http.get(path)
+            if live.status_code == 200 and replicas in (None, live.json()["spec"].get("replicas")):
+                return dict(live.json())
+            assert live.status_code in (200, 404), live.text
             await anyio.sleep(0.1)
-    return dict(live.json())
 
 
 async def patch_status(http: httpx.AsyncClient, path: str, status: dict[str, Any]) -> dict[str, Any]:
@@ -254,8 +259,10 @@ async def apply_held_until_ready(
     plan: dict[str, Any],
     tmp_path: Path,
     pending: str,
+    replicas: int,
 ) -> HandlerRun:
-    """Run the apply-plan job; check it waits (``pending``) until the test makes the Deployment ready."""
+    """Run the apply-plan job; check it waits (``pending``) until the test makes the Deployment
+    (of ``replicas``) ready."""
     workspace = tmp_path / f"ws-{uuid.uuid4().hex[:6]}"
     workspace.mkdir()
     ctx = make_context(JOB, plan, workspace=workspace, operation="apply-plan", tools=helm.tools)
@@ -267,7 +274,7 @@ async def apply_held_until_ready(
     with anyio.fail_after(120):
         async with anyio.create_task_group() as tg:
             tg.start_soon(apply)
-            await applied_deployment(http, ns)
+            await applied_deployment(http, ns, replicas)  # helm has written it: now it waits
             await anyio.sleep(HOLD)
             assert not runs, f"the job finished before the Deployment was ready: {runs[0].error}"
             assert await release_status(helm, cluster, ns) == pending
@@ -309,7 +316,7 @@ async def test_wait_holds_the_job_until_the_deployment_is_ready(
         helm_version=helm.version,
     )
     installed = await apply_held_until_ready(
-        helm, kube_cluster, kube_http, ns, plan, tmp_path, "pending-install"
+        helm, kube_cluster, kube_http, ns, plan, tmp_path, "pending-install", replicas=2
     )
     assert installed.outputs == deployed(ns, 1)
     commands = [m for m in installed.log.messages() if m.startswith("$ ")]
@@ -322,7 +329,7 @@ async def test_wait_holds_the_job_until_the_deployment_is_ready(
         kube_cluster, ns, source, values=web(3), contents=upgrade_contents(), helm_version=helm.version
     )
     upgraded = await apply_held_until_ready(
-        helm, kube_cluster, kube_http, ns, plan, tmp_path, "pending-upgrade"
+        helm, kube_cluster, kube_http, ns, plan, tmp_path, "pending-upgrade", replicas=3
     )
     assert upgraded.outputs == deployed(ns, 2)
     assert await history(helm, kube_cluster, ns) == ["superseded", "deployed"]
