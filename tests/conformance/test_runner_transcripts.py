@@ -876,7 +876,7 @@ class MngRig:
     proxy: RecordingProxy
 
     def run_job(
-        self, job_type: str, timeout: float = 120.0, **fields: Any
+        self, job_type: str, *, timeout: float = 120.0, **fields: Any
     ) -> tuple[dict[str, Any], Transcript]:
         start = len(self.proxy.snapshot())
         done = self.harness.wait_job(self.harness.submit(job_type, **fields), timeout=timeout)
@@ -885,7 +885,7 @@ class MngRig:
 
 
 @contextmanager
-def mng_rig(factory: Callable[..., MngHarness], cp: ControlPlaneProcess, **env: str) -> Iterator[MngRig]:
+def mng_rig(factory: Callable[..., MngHarness], cp: ControlPlaneProcess, **env: Any) -> Iterator[MngRig]:
     harness = factory(**env)
     token = harness.mng_token_file.read_text().strip()
     with RecordingProxy(cp.url, runner_token=token, admin_token=cp.admin_token) as proxy:
@@ -899,13 +899,14 @@ def test_management_jobs(mng_factory: Callable[..., MngHarness], mng_cp: Control
     """Restart, update to another version, a vm-shut-down that is not ``vm`` (the workload
     stops, mng stays), mng-shut-down (mng exits); then on a second mng a ``vm`` vm-shut-down
     (mng exits and runs its power-off command, ``true`` here)."""
+    jobs: list[tuple[str, dict[str, Any], str]] = [
+        ("mng-runner-restart", {}, "mng-runner-restart"),
+        ("mng-runner-update-version", {"metadata": {"version": NEXT}}, "mng-runner-update-version"),
+        ("mng-vm-shut-down", {}, "mng-vm-shut-down:"),
+        ("mng-shut-down", {}, "mng-shut-down"),
+    ]
     with mng_rig(mng_factory, mng_cp, installed=(GOOD, NEXT)) as rig:
-        for job_type, fields, name in (
-            ("mng-runner-restart", {}, "mng-runner-restart"),
-            ("mng-runner-update-version", {"metadata": {"version": NEXT}}, "mng-runner-update-version"),
-            ("mng-vm-shut-down", {}, "mng-vm-shut-down:"),
-            ("mng-shut-down", {}, "mng-shut-down"),
-        ):
+        for job_type, fields, name in jobs:
             job, transcript = rig.run_job(job_type, **fields)
             assert job["status"] == "finished", (job, rig.harness.tail())
             check(name, transcript)

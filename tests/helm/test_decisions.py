@@ -25,7 +25,7 @@ from handlers.helm.plan import diff_manifests, last_deployed_revision, read_op, 
 from handlers.helm.values import ValueArg, ValuesError, typed_scalar, value_args
 from runner.sdk import HandlerError
 from runner.sdk.plans import HelmValue
-from runner.testing import make_context
+from runner.testing import RecordingLog, make_context
 
 pytestmark = pytest.mark.unit
 
@@ -156,6 +156,7 @@ async def test_cache_records_the_sha256_and_refuses_a_corrupted_binary(tmp_path:
     )
     assert fixed.source == "path"
     assert verify_cached(fixed.path)
+    assert isinstance(ctx.log, RecordingLog)
     assert any("does not match its recorded SHA256" in m for m in ctx.log.messages())
 
     with pytest.raises(HelmNotFound, match=r"helm 9\.9\.9 \(test\) not found; looked in"):

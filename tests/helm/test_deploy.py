@@ -389,6 +389,8 @@ async def test_sandbox_mode_reports_the_plans_fake_contents(
     assert isinstance(block, SandboxMode)
     await HelmDeployHandler().sandbox(ctx, block)
     assert ctx.outputs == {"release": "fake"}
+    assert ctx.result is not None
+    assert ctx.result.contents_compressed is not None
     assert (
         json.loads(gzip.decompress(base64.urlsafe_b64decode(ctx.result.contents_compressed)))["op"]
         == "install"

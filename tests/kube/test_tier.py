@@ -45,7 +45,8 @@ def failure(answer: Any) -> int:
     return 0
 
 
-def config_map(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any]:
+def config_map(name: str, namespace: str, data: dict[str, str]) -> Any:
+    """A ConfigMap body (kubernetes_asyncio's typed calls take plain dicts too)."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -107,7 +108,7 @@ async def test_a_deployment_becomes_ready_when_the_test_patches_its_status(
     kube_cluster: Cluster, kube_namespace: str
 ) -> None:
     """No kubelet runs pods here: the test writes the status a Deployment controller would."""
-    deployment = {
+    deployment: Any = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": "web", "namespace": kube_namespace},
@@ -159,9 +160,8 @@ async def test_the_chart_service_account_has_the_chart_rbac_and_no_more(
                 await forbidden
             assert denied.value.status == 403
 
-        review = await k8s.AuthorizationV1Api(api).create_self_subject_rules_review(
-            {"spec": {"namespace": runner_sa.namespace}}
-        )
+        body: Any = {"spec": {"namespace": runner_sa.namespace}}
+        review = await k8s.AuthorizationV1Api(api).create_self_subject_rules_review(body)
     granted = {
         (group, resource, verb)
         for rule in review.status.resource_rules
