@@ -335,7 +335,7 @@ def test_plans_decode_our_fields_case_insensitively() -> None:
 
 
 def _image(arch: str, labels: dict[str, str]) -> tuple[Manifest, dict[str, object]]:
-    config = {
+    config: dict[str, object] = {
         "architecture": arch,
         "os": "linux",
         "created": "2026-01-01T00:00:00Z",

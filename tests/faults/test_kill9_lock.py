@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from controlplane.operator import TERMINAL_JOB_STATUSES, OperatorClient
+from runner.journal import JournalEntry
 from tests.faults.helpers import processes_with, wait_for
 from tests.support.controlplane import ControlPlaneProcess
 from tests.support.runner_proc import RunnerProcess
@@ -35,6 +36,16 @@ RELEASED = "released the state lock an orphaned execution held"
 
 def _journal(state_dir: Path) -> list[dict[str, object]]:
     return [json.loads(p.read_text()) for p in (state_dir / "journal").glob("*.json")]
+
+
+def _held_locks(state_dir: Path) -> list[dict[str, str]]:
+    """The state locks the journal records as held, parsed (and type-checked) as the runner reads
+    them back at orphan recovery."""
+    return [
+        lock
+        for p in (state_dir / "journal").glob("*.json")
+        for lock in JournalEntry.from_json(p.read_bytes()).held_locks
+    ]
 
 
 def _lock_state(operator: OperatorClient, workspace_id: str) -> tuple[int, str]:
@@ -68,7 +79,7 @@ def test_kill9_during_apply_releases_the_lock_and_the_next_plan_runs(
             "sandbox-terraform", plan={**plan, "apply_plan_contents": contents}, operation="apply-plan"
         )
         wait_for(lambda: list(state_dir.rglob("started")), 90, "the provisioner to start")
-        held = [lock for entry in _journal(state_dir) for lock in entry.get("held_locks", [])]  # type: ignore[union-attr]
+        held = _held_locks(state_dir)
         assert len(held) == 1, _journal(state_dir)
         lock_id = held[0]["lock_id"]
         status, body = _lock_state(operator, workspace_id)

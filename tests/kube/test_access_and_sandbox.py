@@ -89,7 +89,10 @@ async def test_the_chart_service_account_token_is_enough_to_deploy(
     assert handler.seen == [0o600]
     assert not (tmp_path / "plan" / "kubeconfig").exists(), "removed at cleanup"
     assert runner_sa.token not in planned.log.text()
-    contents = base64.b64encode(base64.urlsafe_b64decode(planned.ctx.result.contents_compressed)).decode()
+    result = planned.ctx.result
+    assert result is not None
+    assert result.contents_compressed is not None
+    contents = base64.b64encode(base64.urlsafe_b64decode(result.contents_compressed)).decode()
     applied = await run_handler(
         KubernetesManifestDeployHandler(),
         plan(kubeconfig, runner_sa.namespace, docs, contents),
@@ -98,6 +101,7 @@ async def test_the_chart_service_account_token_is_enough_to_deploy(
         workspace=tmp_path / "apply",
         deadline=anyio.current_time() + 60,
     )
+    assert applied.outputs is not None
     assert [o["name"] for o in applied.outputs["objects"]] == ["app-config", "app"]
 
     forbidden = [

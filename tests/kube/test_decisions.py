@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pytest
 
 from handlers.kube import diff
@@ -65,7 +68,8 @@ def test_invalid_manifests_name_the_document(text: str, message: str) -> None:
 
 
 KEY = ObjectKey("v1", "ConfigMap", "ns", "cfg")
-LIVE = {
+#: A live object as the apiserver returns it (JSON), typed as resource_diff takes it.
+LIVE: dict[str, Any] = {
     "apiVersion": "v1",
     "kind": "ConfigMap",
     "metadata": {
@@ -132,7 +136,7 @@ def test_prune_set_and_inventory_round_trip() -> None:
     assert read_inventory(None) == []
 
 
-def deployment(status: dict[str, object], generation: int = 2, replicas: int = 2) -> dict[str, object]:
+def deployment(status: Mapping[str, object], generation: int = 2, replicas: int = 2) -> dict[str, object]:
     return {
         "kind": "Deployment",
         "metadata": {"name": "web", "generation": generation},

@@ -187,7 +187,7 @@ async def test_conflict_invalid_object_and_unknown_kind_name_the_object(
 ) -> None:
     async with await api_client(str(kube_cluster.kubeconfig)) as api:
         await k8s.CoreV1Api(api).create_namespaced_config_map(
-            kube_namespace, {"metadata": {"name": "owned"}, "data": {"a": "theirs"}}
+            kube_namespace, k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="owned"), data={"a": "theirs"})
         )
     conflict = manifest_doc("v1", "ConfigMap", "owned", {"data": {"a": "ours"}})
     run_ = await run(

@@ -12,8 +12,8 @@ from handlers.oci.auth import Credentials
 from handlers.oci.client import RegistryClient
 from handlers.oci.image_build import ContainerImageBuildHandler
 from handlers.oci.sync import OciSyncHandler
-from runner.sdk import HandlerError
-from runner.testing import make_context, run_handler
+from runner.sdk import HandlerError, JobContext
+from runner.testing import RecordingLog, RecordingSecrets, make_context, run_handler
 from tests.support.registry import PASSWORD, USER, RegistryServer, push_random_image, skopeo_inspect
 
 pytestmark = [pytest.mark.oci, pytest.mark.anyio]
@@ -40,6 +40,13 @@ def basic_auth(password: str = PASSWORD) -> dict[str, Any]:
     return {"OCIAuth": {"Username": USER, "Password": password}}
 
 
+def recorders(ctx: JobContext) -> tuple[RecordingLog, RecordingSecrets]:
+    """The recording log and secret registry ``make_context`` gave the context."""
+    assert isinstance(ctx.log, RecordingLog)
+    assert isinstance(ctx.secrets, RecordingSecrets)
+    return ctx.log, ctx.secrets
+
+
 async def dst_has_tag(server: RegistryServer, path: str, tag: str) -> bool:
     creds = Credentials(USER, PASSWORD) if server.users.get(USER) else None
     async with RegistryClient(server.host, credentials=creds) as client:
@@ -58,7 +65,7 @@ async def test_oci_sync_outputs_progress_and_masking(
         "dst_tag": "dpl1",
     }
     ctx = make_context("oci-sync", plan, workspace=tmp_path)
-    log, secrets = ctx.log, ctx.secrets
+    log, secrets = recorders(ctx)
     await run_handler(OciSyncHandler(), ctx=ctx)
 
     assert ctx.outputs is not None
@@ -84,7 +91,7 @@ async def test_oci_sync_outputs_progress_and_masking(
 
     # A second sync of the same tag transfers nothing and says so.
     ctx2 = make_context("oci-sync", plan, workspace=tmp_path)
-    log2 = ctx2.log
+    log2, _ = recorders(ctx2)
     await run_handler(OciSyncHandler(), ctx=ctx2)
     assert ctx2.outputs is not None
     assert ctx2.outputs["image"]["digest"] == pushed.digest
@@ -125,7 +132,7 @@ async def test_container_image_build_tags_with_owner_id(
 
 async def run_sync_expecting_failure(plan: dict[str, Any], tmp_path: Path) -> HandlerError:
     ctx = make_context("oci-sync", plan, workspace=tmp_path)
-    log, secrets = ctx.log, ctx.secrets
+    log, secrets = recorders(ctx)
     with pytest.raises(HandlerError) as info:
         await run_handler(OciSyncHandler(), ctx=ctx)
     text = str(info.value)
@@ -319,7 +326,7 @@ async def test_ecr_auth_through_moto(
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIABASEIDENTITY0001")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "base-secret")
     ctx = make_context("oci-sync", plan, workspace=tmp_path)
-    log, secrets = ctx.log, ctx.secrets
+    log, secrets = recorders(ctx)
     await run_handler(OciSyncHandler(), ctx=ctx)
     assert ctx.outputs is not None
     assert ctx.outputs["image"]["digest"] == pushed.digest

@@ -22,6 +22,7 @@ import pytest
 
 from handlers.terraform.binary import platform_suffix
 from handlers.terraform.cli import TerraformFailed
+from handlers.terraform.install import install_without_init
 from handlers.terraform.planfile import BadPlanFile, parse_plan_file
 from handlers.terraform.sandbox import SandboxTerraformHandler
 from handlers.terraform.workspace import InvalidInput
@@ -392,7 +393,7 @@ def test_providers_refused_after_linking_are_installed_by_init_and_applied(
     package = bogus / "registry.terraform.io/hashicorp/null/2.1.2" / platform_suffix()
     package.mkdir(parents=True)
     (package / "terraform-provider-null_v2.1.2_x4").write_bytes(b"#!/bin/sh\nexit 1\n")
-    real = operations.install_without_init
+    real = install_without_init
     monkeypatch.setattr(
         operations,
         "install_without_init",

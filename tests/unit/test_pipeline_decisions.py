@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import TypedDict
 
 import pytest
 
 from runner.api.models import ErrorCode, ExecutionStatus, JobStatus, RunnerGroupSettings, RunnerJob
 from runner.api.plans import PlanError
+from runner.backoff import backoff_delay
 from runner.config import Config
 from runner.daemon import effective_groups, group_concurrency
 from runner.executor import AbortReason, classify, failure_result
 from runner.handler import ChildProcessFailed, HandlerError
 from runner.health import HealthEndpoints, Probe, route
 from runner.metrics import RunnerMetrics
-from runner.poller import backoff_delay, pick_claimable
+from runner.poller import pick_claimable
 
 pytestmark = pytest.mark.unit
 
@@ -41,6 +43,24 @@ def test_backoff_is_bounded() -> None:
     assert all(0 <= backoff_delay(n, base=0.5, cap=30) <= 30 for n in range(50))
 
 
+class ClassifyArgs(TypedDict):
+    """``classify``'s keywords."""
+
+    step: str
+    error: BaseException | None
+    abort: AbortReason | None
+    deadline_hit: bool
+    handler_name: str
+
+
+class ClassifyOverrides(TypedDict, total=False):
+    """What one case of ``test_classify`` changes in them."""
+
+    error: BaseException | None
+    abort: AbortReason | None
+    deadline_hit: bool
+
+
 @pytest.mark.parametrize(
     ("kwargs", "status", "code"),
     [
@@ -57,14 +77,15 @@ def test_backoff_is_bounded() -> None:
         ({"error": ValueError("oops")}, ExecutionStatus.FAILED, ErrorCode.INTERNAL),
     ],
 )
-def test_classify(kwargs: dict, status: ExecutionStatus, code: ErrorCode) -> None:
-    args = {
+def test_classify(kwargs: ClassifyOverrides, status: ExecutionStatus, code: ErrorCode) -> None:
+    args: ClassifyArgs = {
         "step": "execute",
         "error": None,
         "abort": None,
         "deadline_hit": False,
         "handler_name": "H",
-    } | kwargs
+        **kwargs,
+    }
     failure = classify(**args)
     assert failure.status == status
     assert failure.code == code
