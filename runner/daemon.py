@@ -159,6 +159,9 @@ class Daemon:
         self._jobs_tg: TaskGroup | None = None
         self._pollers_tg: TaskGroup | None = None
         self.health_port: int | None = None
+        #: Called with the job id when a job run has ended (its final report made); ``runner
+        #: exec`` reads the job at once instead of at its next poll.
+        self.on_job_done: Callable[[str], None] | None = None
         for name, error in self.registry.load_errors.items():
             log.error("handler failed to load; its job type will not be claimed", job_type=name, error=error)
         # Built-in handlers load when a job of their type is first seen (runner.sdk.handler).
@@ -518,6 +521,8 @@ class Daemon:
         finally:
             slot.release()
             self.runs.pop(run.execution_id, None)
+            if self.on_job_done is not None:
+                self.on_job_done(run.job.id)
 
     def _pipeline(self) -> LogPipeline:
         assert self.pipeline is not None

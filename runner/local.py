@@ -98,12 +98,36 @@ class OperatorAPI:
             return None
         return data if isinstance(data, dict) else None
 
-    async def wait_terminal(self, job_id: str, *, poll: float = 0.1) -> dict[str, Any]:
+    async def wait_terminal(
+        self, job_id: str, *, poll: float = 0.1, wake: Callable[[], anyio.Event] | None = None
+    ) -> dict[str, Any]:
+        """Read the job until its status is terminal, every ``poll`` seconds, and at once when
+        the event ``wake()`` returns is set (the local runner finished a job: its final PATCH has
+        been answered, so the job is most likely terminal already)."""
         while True:
+            event = wake() if wake is not None else None  # taken before the read: no set is missed
             job = await self.job(job_id)
             if job.get("status") in {s.value for s in TERMINAL_JOB_STATUSES}:
                 return job
-            await anyio.sleep(poll)
+            with anyio.move_on_after(poll):
+                if event is not None:
+                    await event.wait()
+                else:
+                    await anyio.sleep_forever()
+
+
+class JobDone:
+    """An event set each time the local runner finishes a job, fresh after each set."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def current(self) -> anyio.Event:
+        return self._event
+
+    def set(self, job_id: str) -> None:
+        event, self._event = self._event, anyio.Event()
+        event.set()
 
 
 # ----------------------------------------------------------------------------- terminal output
@@ -296,6 +320,8 @@ async def run_exec(request: ExecRequest) -> int:
         config = _runner_config(base_config, runner_dir, cp, groups=(group,))
         daemon = Daemon(config, registry=registry, log_tee=console_tee(), install_signal_handlers=False)
         daemon.instance_id = local_instance_id(runner_dir)
+        job_done = JobDone()
+        daemon.on_job_done = job_done.set
         job: dict[str, Any] = {}
         async with anyio.create_task_group() as tg:
             tg.start_soon(daemon.run)
@@ -304,7 +330,7 @@ async def run_exec(request: ExecRequest) -> int:
             async with anyio.create_task_group() as watch:
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     watch.start_soon(_cancel_on_signal, signals, operator, submitted["id"])
-                    job = await operator.wait_terminal(submitted["id"])
+                    job = await operator.wait_terminal(submitted["id"], wake=job_done.current)
                     watch.cancel_scope.cancel()
             daemon.request_shutdown(graceful=True, reason="runner exec: job done")
             tg.cancel_scope.deadline = anyio.current_time() + 60
