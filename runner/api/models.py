@@ -51,9 +51,13 @@ def utcnow() -> datetime:
 
 
 class WireModel(BaseModel):
-    """Base of every wire model: tolerant on input, compact on output."""
+    """Base of every wire model: tolerant on input, compact on output.
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, use_enum_values=False)
+    ``defer_build``: a model's validator and serializer are built at its first use, not when
+    the module is imported (pydantic built all of them at import: 28 ms of ``runner.api.models``
+    alone, most of them unused by a given process such as ``runner exec`` or the OCI worker)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, use_enum_values=False, defer_build=True)
 
     def to_wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True, by_alias=True)

@@ -23,7 +23,9 @@ class PlanError(ValueError):
 
 
 class PlanModel(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    # defer_build: validators are built when a plan of that type is first decoded, not at
+    # import (every plan model of every family was built by importing this module).
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     _folded: ClassVar[dict[str, str]]
 
