@@ -62,6 +62,15 @@ def event_loop_options() -> dict[str, Any]:
     return {"use_uvloop": True}
 
 
+def _without_trio_and_httpx_cli() -> None:
+    """``runner exec``/``local`` run on asyncio: keep out trio (httpcore imports it whenever it
+    is installed, only to detect a trio loop: 32 ms of a runner exec) and httpx's own CLI
+    ``httpx._main`` (click, rich, pygments: 33 ms, 16 ms of it not shared with structlog.dev);
+    httpx and httpcore fall back cleanly without them, as ``runner run`` already has them."""
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+    sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
+
+
 def _fail_config(exc: ConfigError) -> None:
     click.echo(f"runner: configuration error: {exc}", err=True)
     sys.exit(CONFIG_ERROR_EXIT)
@@ -223,6 +232,7 @@ def exec_(
 
     The runner's settings come from the environment and --config as for ``runner run``; only
     the control-plane connection is this command's own."""
+    _without_trio_and_httpx_cli()
     from runner.local import ExecRequest, run_exec
 
     request = ExecRequest(
@@ -261,6 +271,7 @@ def local(
     config_file: Path | None,
 ) -> None:
     """Embedded control plane plus one runner in this process (sandbox-friendly local mode)."""
+    _without_trio_and_httpx_cli()
     from runner.local import LocalRequest, run_local
 
     request = LocalRequest(
