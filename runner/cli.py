@@ -233,6 +233,10 @@ def exec_(
     The runner's settings come from the environment and --config as for ``runner run``; only
     the control-plane connection is this command's own."""
     _without_trio_and_httpx_cli()
+    # rich: only structlog.dev's pretty tracebacks would use it here (45 ms of imports at every
+    # run); exec prints plain console lines and plain tracebacks, as runner run does. ``runner
+    # local --demo`` keeps it for its live table.
+    sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
     from runner.local import ExecRequest, run_exec
 
     request = ExecRequest(
