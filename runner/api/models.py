@@ -19,6 +19,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
+from runner.api.codes import ErrorCode as ErrorCode  # the codes live apart, without pydantic
+
 NS_PER_SECOND = 1_000_000_000
 
 
@@ -262,20 +264,6 @@ class RunnerStatus(StrEnum):
     OFFLINE = "offline"
     AWAITING_INSTALL_STACK_RUN = "awaiting-install-stack-run"
     UNKNOWN = "unknown"
-
-
-class ErrorCode(enum.IntEnum):
-    """Machine-readable error codes we put in ``error_code`` (the reference always sends 0)."""
-
-    NONE = 0
-    HANDLER_ERROR = 1
-    INVALID_PLAN = 2
-    UNSUPPORTED_JOB = 3
-    TIMED_OUT = 4
-    CANCELLED = 5
-    RUNNER_RESTARTED = 6
-    INTERNAL = 7
-    CHILD_PROCESS = 8
 
 
 # --------------------------------------------------------------------------- models

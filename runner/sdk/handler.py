@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from runner.api.jobtypes import spec_for
-from runner.api.models import ErrorCode, ResultRequest, RunnerGroupSettings, RunnerJob, RunnerJobExecution
+from runner.api.models import ResultRequest, RunnerGroupSettings, RunnerJob, RunnerJobExecution
 from runner.api.plans import BasePlan, PlanError, SandboxMode
+from runner.sdk.errors import ChildProcessFailed as ChildProcessFailed  # re-exported
+from runner.sdk.errors import HandlerError as HandlerError  # re-exported
 from runner.sdk.ports import HandlerAPI, ToolSettings
 from runner.sdk.sandbox import fake_plan_result
 from runner.sdk.settings import HandlerSettings, SettingsSource
@@ -36,42 +38,6 @@ ENTRY_POINT_GROUP = "byoc_runner.handlers"
 
 P = TypeVar("P", bound=BasePlan)
 S = TypeVar("S", bound=HandlerSettings)
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class HandlerError(Exception):
-    """A failure a handler wants reported as is: a clear message, a code, optional details.
-
-    ``details`` end up in the result's ``error_metadata`` (strings only), so keep them small and
-    free of secrets (they are masked anyway).
-    """
-
-    code: ErrorCode = ErrorCode.HANDLER_ERROR
-
-    def __init__(self, message: str, *, code: ErrorCode | None = None, **details: Any) -> None:
-        super().__init__(message)
-        if code is not None:
-            self.code = code
-        self.details = {k: str(v) for k, v in details.items() if v is not None}
-
-
-class ChildProcessFailed(HandlerError):
-    """A child process exited non-zero; carries the exit code and the tail of its stderr."""
-
-    code = ErrorCode.CHILD_PROCESS
-
-    def __init__(self, argv0: str, exit_code: int, stderr_tail: Sequence[str]) -> None:
-        tail = "\n".join(stderr_tail[-20:])
-        summary = stderr_tail[-1] if stderr_tail else ""
-        super().__init__(
-            f"{argv0} exited with code {exit_code}" + (f": {summary}" if summary else ""),
-            exit_code=exit_code,
-            stderr_tail=tail,
-        )
-        self.exit_code = exit_code
-        self.stderr_tail = list(stderr_tail)
 
 
 # --------------------------------------------------------------------------- collaborators
