@@ -520,9 +520,11 @@ class RegistryClient:
         if location is None:
             self.stats["blobs_mounted"] += 1
             return "mounted"
-        stream = (
-            content if isinstance(content, bytes) else verified_chunks(content, digest, size=size, what=what)
-        )
+        stream: bytes | AsyncIterable[bytes]
+        if isinstance(content, bytes) or (isinstance(content, VerifiedChunks) and content.digest == digest):
+            stream = content  # bytes were hashed above; a VerifiedChunks is hashed as it is read
+        else:
+            stream = verified_chunks(content, digest, size=size, what=what)
         scope = repository_scope(repository, "pull", "push")
         if self.chunk_size and size > self.chunk_size:
             await self._upload_chunked(location, digest, stream, scope=scope, what=what)
