@@ -9,7 +9,6 @@ revoked token shows up as one clear error instead of a retry storm. The claim
 
 from __future__ import annotations
 
-import ssl
 import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
