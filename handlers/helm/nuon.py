@@ -39,8 +39,7 @@ import anyio
 
 from handlers.kube.cluster import Cluster, KubeError
 from handlers.kube.manifest import ManifestObject, ObjectKey
-from runner.sdk import APIRequestFailed, APIUnreachable, HandlerError, JobLog
-from runner.sdk.ports import HelmReleaseAPI
+from runner.sdk import APIRequestFailed, APIUnreachable, HandlerError, HelmReleaseAPI, JobLog
 
 #: helm's storage key prefix (``sh.helm.release.v1.<name>.v<version>``) and record type.
 KEY_PREFIX = "sh.helm.release.v1"
@@ -179,7 +178,9 @@ class NuonStorage:
     ) -> None:
         self._api, self._cluster, self._log = api, cluster, log
         self.chart, self.namespace, self.name = helm_chart_id, namespace, name
-        self._staged = False
+        #: The control plane's records as staging read them, or None before staging: nothing else
+        #: writes this release's records while its job runs, so the write-back diffs against these.
+        self._stored: dict[str, dict[str, Any]] | None = None
 
     def _where(self) -> str:
         return f"release {self.namespace}/{self.name} (helm chart {self.chart})"
@@ -237,7 +238,7 @@ class NuonStorage:
                 for obj_key in created:  # the control plane still has them: undo only what we wrote
                     await self._cluster.delete(obj_key)
             raise
-        self._staged = True
+        self._stored = stored
         self._log.info(
             f"helm storage nuon: {self._where()}: {len(stored)} record(s) from the control plane "
             f"(revisions {revisions(stored)}), {len(created)} staged as helm Secrets"
@@ -268,7 +269,7 @@ class NuonStorage:
         Shielded and bounded: a cancelled job still writes back the revisions its helm made. When
         the control plane cannot take them, the Secrets stay and the next job writes them back.
         """
-        if not self._staged:
+        if self._stored is None:
             return WriteBack()
         with anyio.CancelScope(shield=True) as scope:
             scope.deadline = anyio.current_time() + WRITE_BACK_SECONDS
@@ -282,9 +283,9 @@ class NuonStorage:
         return todo
 
     async def _write_back(self) -> WriteBack:
+        assert self._stored is not None
         present = await self.in_cluster()
-        stored = await self.stored()
-        todo = write_back_plan(present, stored)
+        todo = write_back_plan(present, self._stored)
         try:
             for key in todo.create:
                 await self._put(key, present[key], create=True)

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         APIUnreachable,
         AppConfigAPI,
         HandlerAPI,
+        HelmReleaseAPI,
         TerraformBackendAPI,
         ToolSettings,
     )
@@ -72,6 +73,7 @@ _WHERE: dict[str, str] = {
     "HandlerError": "runner.sdk.errors",
     "HandlerRegistry": "runner.sdk.handler",
     "HandlerSettings": "runner.sdk.settings",
+    "HelmReleaseAPI": "runner.sdk.ports",
     "JobContext": "runner.sdk.handler",
     "JobLog": "runner.sdk.handler",
     "LineHandler": "runner.sdk.handler",
@@ -125,6 +127,7 @@ __all__ = [
     "HandlerError",
     "HandlerRegistry",
     "HandlerSettings",
+    "HelmReleaseAPI",
     "JobContext",
     "JobLog",
     "LineHandler",
