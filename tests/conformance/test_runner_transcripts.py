@@ -502,11 +502,11 @@ EXPECTED["helm-chart-deploy:apply-plan"] = EXPECTED["kubernetes-manifest-deploy:
 #: helm-chart-deploy with ``storage_driver: nuon`` (docs/helm.md): the reference's embedded helm
 #: calls its HTTP driver as it goes (a query of the release's history, 404 at first; a create at
 #: pending-install, an update when deployed); ours lists the records once before helm runs and
-#: writes back what helm changed after it (the second list collapses into the first line).
+#: writes back what helm changed after it.
 HELM_RELEASES = "/v1/helm-releases/{helm_chart_id}/releases/{namespace}"
 NUON_STAGE = Ours(
     f"GET {HELM_RELEASES} - [runner]",
-    "docs/helm.md nuon: the records staged before helm runs, read again for the write-back",
+    "docs/helm.md nuon: the records staged before helm runs",
     reference=f"GET {HELM_RELEASES}/query?name&owner - [runner]",
 )
 NUON_RECORD = "{chart,hooks,info,manifest,name,namespace,version}"
@@ -745,7 +745,21 @@ def test_kubernetes_manifest_build(
     check("kubernetes-manifest-build", transcript)
 
 
-def test_helm_chart_deploy(tmp_path: Path, kube_cluster: Cluster, oci_registry: RegistryServer) -> None:
+@pytest.mark.parametrize(
+    ("storage", "expected"),
+    [
+        ({}, "helm-chart-deploy"),
+        ({"storage_driver": "nuon", "helm_chart_id": "hc-conf"}, "helm-chart-deploy:nuon"),
+    ],
+    ids=["secret", "nuon"],
+)
+def test_helm_chart_deploy(
+    tmp_path: Path,
+    kube_cluster: Cluster,
+    oci_registry: RegistryServer,
+    storage: dict[str, str],
+    expected: str,
+) -> None:
     from tests.helm.conftest import package_chart, push_chart_artifact, registry_config, write_chart
 
     ns = f"conf-{uuid.uuid4().hex[:8]}"
@@ -764,6 +778,7 @@ def test_helm_chart_deploy(tmp_path: Path, kube_cluster: Cluster, oci_registry: 
             "namespace": ns,
             "create_namespace": True,
             "cluster_info": {"kube_config": kube_cluster.kubeconfig.read_text()},
+            **storage,
         },
     }
     try:
@@ -772,57 +787,14 @@ def test_helm_chart_deploy(tmp_path: Path, kube_cluster: Cluster, oci_registry: 
                 operator.request("PUT", "/v1/apps/app1/config/apc1", json={"component_ids": ["cmp1"]})
             job, transcript = rig.run_job("helm-chart-deploy", plan, operation="create-apply-plan")
             assert job["status"] == "finished", job
-            check("helm-chart-deploy:create-apply-plan", transcript)
+            check(f"{expected}:create-apply-plan", transcript)
             with rig.cp.operator() as operator:
                 contents = operator.result(job["id"])["contents_gzip"]
             job, transcript = rig.run_job(
                 "helm-chart-deploy", {**plan, "apply_plan_contents": contents}, operation="apply-plan"
             )
             assert job["status"] == "finished", job
-            check("helm-chart-deploy:apply-plan", transcript)
-    finally:
-        kube_cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found")
-
-
-def test_helm_chart_deploy_nuon_storage(
-    tmp_path: Path, kube_cluster: Cluster, oci_registry: RegistryServer
-) -> None:
-    from tests.helm.conftest import package_chart, push_chart_artifact, registry_config, write_chart
-
-    ns = f"conf-{uuid.uuid4().hex[:8]}"
-    helm = require_tool("helm")
-    art = package_chart(helm, write_chart(tmp_path / "src"), tmp_path / "chart")
-    anyio.run(push_chart_artifact, art, oci_registry, "conf/helm-nuon", "bldconfnuon")
-    plan: dict[str, Any] = {
-        "app_id": "app1",
-        "app_config_id": "apc1",
-        "install_id": "inst1",
-        "component_id": "cmp1",
-        "src_registry": registry_config(oci_registry, "conf/helm-nuon"),
-        "src_tag": "bldconfnuon",
-        "helm": {
-            "name": "conf",
-            "namespace": ns,
-            "create_namespace": True,
-            "storage_driver": "nuon",
-            "helm_chart_id": "hc-conf",
-            "cluster_info": {"kube_config": kube_cluster.kubeconfig.read_text()},
-        },
-    }
-    try:
-        with conformance_rig(tmp_path) as rig:
-            with rig.cp.operator() as operator:
-                operator.request("PUT", "/v1/apps/app1/config/apc1", json={"component_ids": ["cmp1"]})
-            job, transcript = rig.run_job("helm-chart-deploy", plan, operation="create-apply-plan")
-            assert job["status"] == "finished", job
-            check("helm-chart-deploy:nuon:create-apply-plan", transcript)
-            with rig.cp.operator() as operator:
-                contents = operator.result(job["id"])["contents_gzip"]
-            job, transcript = rig.run_job(
-                "helm-chart-deploy", {**plan, "apply_plan_contents": contents}, operation="apply-plan"
-            )
-            assert job["status"] == "finished", job
-            check("helm-chart-deploy:nuon:apply-plan", transcript)
+            check(f"{expected}:apply-plan", transcript)
     finally:
         kube_cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found")
 
