@@ -27,17 +27,8 @@ TERMINAL = ("finished", "failed", "timed-out", "cancelled", "not-attempted")
 
 
 @pytest.fixture
-def helm_cp(tmp_path: Path) -> Iterator[ControlPlaneProcess]:
-    cp = ControlPlaneProcess(tmp_path / "controlplane").start()
-    try:
-        yield cp
-    finally:
-        cp.stop()
-
-
-@pytest.fixture
-def helm_runner(helm_cp: ControlPlaneProcess, tmp_path: Path) -> Iterator[RunnerProcess]:
-    runner = RunnerProcess(helm_cp, tmp_path / "runner-state", {})
+def helm_runner(control_plane: ControlPlaneProcess, tmp_path: Path) -> Iterator[RunnerProcess]:
+    runner = RunnerProcess(control_plane, tmp_path / "runner-state", {})
     runner.start()
     try:
         runner.wait_ready()
@@ -66,7 +57,10 @@ def types(result: dict[str, Any]) -> list[int]:
 
 @pytest.mark.anyio
 async def test_plan_apply_replan_teardown_through_the_control_plane(
-    kube_cluster: Cluster, chart_source: ChartSource, helm_cp: ControlPlaneProcess, helm_runner: RunnerProcess
+    kube_cluster: Cluster,
+    chart_source: ChartSource,
+    control_plane: ControlPlaneProcess,
+    helm_runner: RunnerProcess,
 ) -> None:
     ns = f"he2e-{uuid.uuid4().hex[:8]}"
     source = await chart_source.push()
@@ -75,7 +69,7 @@ async def test_plan_apply_replan_teardown_through_the_control_plane(
         return deploy_plan(kube_cluster, ns, source, contents=contents, create_namespace=True)
 
     try:
-        with helm_cp.operator() as operator:
+        with control_plane.operator() as operator:
             planned_job = operator.submit(JOB, plan=plan(), operation="create-apply-plan")
             finished(operator, planned_job)
             planned = operator.result(planned_job["id"])
@@ -109,7 +103,10 @@ async def test_plan_apply_replan_teardown_through_the_control_plane(
 
 @pytest.mark.anyio
 async def test_nuon_storage_through_the_control_plane(
-    kube_cluster: Cluster, chart_source: ChartSource, helm_cp: ControlPlaneProcess, helm_runner: RunnerProcess
+    kube_cluster: Cluster,
+    chart_source: ChartSource,
+    control_plane: ControlPlaneProcess,
+    helm_runner: RunnerProcess,
 ) -> None:
     """``storage_driver: nuon`` in a real runner process: its records go to the control plane it
     polls (the daemon's handler API), two revisions, none left in the cluster between jobs."""
@@ -130,7 +127,7 @@ async def test_nuon_storage_through_the_control_plane(
         )
 
     try:
-        with helm_cp.operator() as operator:
+        with control_plane.operator() as operator:
             for color, op in (("blue", "install"), ("red", "upgrade")):
                 planned_job = operator.submit(JOB, plan=plan(color=color), operation="create-apply-plan")
                 finished(operator, planned_job)
@@ -141,7 +138,7 @@ async def test_nuon_storage_through_the_control_plane(
                 )
                 finished(operator, apply_job)
                 assert "sh.helm.release" not in kube_cluster.kubectl("-n", ns, "get", "secrets")
-        with helm_cp.runner_http() as http:
+        with control_plane.runner_http() as http:
             records = http.get(f"/v1/helm-releases/hc-e2e/releases/{ns}").json()
         assert sorted((r["version"], r["info"]["status"], r["config"]["color"]) for r in records) == [
             (1, "superseded", "blue"),
