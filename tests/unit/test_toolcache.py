@@ -12,10 +12,7 @@ import io
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import anyio
@@ -30,6 +27,7 @@ from handlers.common.toolcache import (
     sha256_file,
     verify_recorded,
 )
+from tests.support.static import serve_directory
 
 pytestmark = [pytest.mark.unit]
 
@@ -39,24 +37,13 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A directory served over HTTP on loopback: (base URL, directory)."""
     root = tmp_path / "served"
     root.mkdir()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", root
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_directory(root) as url:
+        yield url, root
 
 
 class Refused(Exception):
