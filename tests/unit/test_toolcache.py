@@ -175,42 +175,28 @@ async def test_download_verified_installs_only_the_expected_bytes(
         return Refused(actual)
 
     async with httpx.AsyncClient() as http:
-        with pytest.raises(Refused):
+
+        async def fetch(name: str, sha256: str) -> None:
             await download_verified(
                 http,
-                f"{base}/tool.bin",
-                "0" * 64,
+                f"{base}/{name}",
+                sha256,
                 target,
                 suffix=".bin",
                 install=copy_install,
                 unavailable=Missing,
                 mismatch=mismatch,
             )
+
+        with pytest.raises(Refused):
+            await fetch("tool.bin", "0" * 64)
         assert refused == [good]
         assert list(cache.iterdir()) == [], "a refused download leaves nothing"
 
         with pytest.raises(Missing, match=r"/absent.bin answered HTTP 404"):
-            await download_verified(
-                http,
-                f"{base}/absent.bin",
-                good,
-                target,
-                suffix=".bin",
-                install=copy_install,
-                unavailable=Missing,
-                mismatch=mismatch,
-            )
+            await fetch("absent.bin", good)
         assert list(cache.iterdir()) == []
 
-        await download_verified(
-            http,
-            f"{base}/tool.bin",
-            good,
-            target,
-            suffix=".bin",
-            install=copy_install,
-            unavailable=Missing,
-            mismatch=mismatch,
-        )
+        await fetch("tool.bin", good)
     assert target.read_bytes() == payload
     assert [p.name for p in cache.iterdir()] == ["tool"], "the downloaded archive is removed"
