@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from handlers.common.toolcache import file_lock
 from handlers.terraform.cli_config import plugin_cache_lock
-from handlers.terraform.filelock import file_lock
 from handlers.terraform.output import TerraformOutput
 from runner.sdk import ErrorCode, HandlerError, JobLog, ProcessResult, ProcessRunner
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from handlers.common.toolcache import file_lock
 from handlers.terraform.apply_state import cache_schemas, state_document
 from handlers.terraform.backend_proxy import BackendProxy
 from handlers.terraform.binary import TerraformBinary, platform_suffix, requested_version, resolve_binary
@@ -41,7 +42,6 @@ from handlers.terraform.cli_config import (
     write_cli_config,
 )
 from handlers.terraform.credentials import aws_env, azure_env, register_env_secrets
-from handlers.terraform.filelock import file_lock
 from handlers.terraform.hooks import Hooks
 from handlers.terraform.install import install_without_init, refused_linked_providers
 from handlers.terraform.planfile import PlanFile, decode_plan_file
