@@ -250,9 +250,6 @@ class HelmDeployHandler(Handler):
             return 900
         return max(5, int(remaining - reserve))
 
-    def _timeout_flag(self, ctx: JobContext) -> str:
-        return f"--timeout={self._wait_budget(ctx)}s"
-
     # ------------------------------------------------------------------ plans
 
     async def _plan_apply(self, ctx: JobContext, helm: Helm, chart: Path, args: list[str]) -> None:
