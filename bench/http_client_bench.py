@@ -53,6 +53,8 @@ from runner import __version__  # noqa: E402
 from runner.api.client import CLIENT_VERSION_HEADER, RunnerClient  # noqa: E402
 from tests.support.controlplane import ControlPlaneProcess  # noqa: E402
 
+#: Issue 17's noop throughput target: the API calls alone must leave room for it.
+TARGET_JOBS_PER_S = 60
 REQUESTS_PER_JOB = 9
 VARIANTS = ("httpx-now", "httpx-lanes", "httpx-pool1", "aiohttp", "httpx-aiohttp", "runnerclient")
 
@@ -470,8 +472,10 @@ def report(
                 if base_rps and base_cpu
                 else ""
             )
+            jobs = rps / REQUESTS_PER_JOB
             print(
-                f"  c{concurrency} {name:<13} {rps:7.1f} req/s ({rps / REQUESTS_PER_JOB:5.1f} noop jobs/s), "
+                f"  c{concurrency} {name:<13} {rps:7.1f} req/s ({jobs:5.1f} noop jobs/s of API calls; target "
+                f">= {TARGET_JOBS_PER_S} jobs/s, ratio {jobs / TARGET_JOBS_PER_S:.2f}), "
                 f"client {cpu:5.0f} us CPU/req, server {server:5.0f} us CPU/req{ratio}"
             )
 
