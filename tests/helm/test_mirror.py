@@ -8,14 +8,11 @@ refused and nothing is cached.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import shutil
 import subprocess
 import tarfile
-import threading
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,13 +20,9 @@ import pytest
 from handlers.helm.binary import HelmChecksumMismatch, VersionRequest, platform_suffix, resolve_helm
 from runner.testing import RecordingLog, make_context
 from tests.helm.conftest import HELM_VERSION
+from tests.support.static import serve_directory
 
 ARCHIVE = f"helm-v{HELM_VERSION}-{platform_suffix()}.tar.gz"
-
-
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -48,15 +41,8 @@ def mirror_dir(helm_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def mirror_url(mirror_dir: Path) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(mirror_dir)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve_directory(mirror_dir) as url:
+        yield url
 
 
 @pytest.fixture
